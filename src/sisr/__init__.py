@@ -1,0 +1,27 @@
+"""sisr: single-image super-resolution toolkit.
+
+The public entry points are imported lazily so that ``import sisr`` stays fast
+(the CLI imports torch only for the commands that need it).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sisr.infer import Upscaler
+
+
+def load(name_or_path: str, **kwargs: Any) -> Upscaler:
+    """Load a model by preset/weights name or safetensors path, ready to upscale.
+
+    See :class:`sisr.infer.Upscaler`. The underlying ``nn.Module`` is ``.model``.
+    """
+    from sisr.infer import Upscaler
+
+    return Upscaler.from_name(name_or_path, **kwargs)
+
+
+__all__ = ["__version__", "load"]

@@ -1,0 +1,3 @@
+from sisr.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Image input/output (see read_image / write_image)."""
