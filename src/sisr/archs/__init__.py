@@ -20,9 +20,52 @@ DISCRIMINATORS: dict[str, Callable[..., Discriminator]] = {}
 
 # --- classic small networks ---------------------------------------------------
 # (filled in below by explicit imports)
+from sisr.archs.bicubic import Bicubic, bicubic  # noqa: E402
+from sisr.archs.dense_fcn import DenseFCN, dense_fcn  # noqa: E402
+from sisr.archs.espcn import ESPCN, espcn  # noqa: E402
+from sisr.archs.fsrcnn import FSRCNN, fsrcnn, fsrcnn_s  # noqa: E402
+from sisr.archs.srcnn import SRCNN, srcnn, srcnn_915  # noqa: E402
+from sisr.archs.srresnet import SRGANDiscriminator, SRResNet, srresnet  # noqa: E402
+from sisr.archs.vdsr import VDSR, vdsr  # noqa: E402
+
+for _cls in (Bicubic, SRCNN, FSRCNN, ESPCN, VDSR, SRResNet, DenseFCN):
+    ARCHS[_cls.arch_id] = _cls
+PRESETS.update(
+    {
+        "bicubic": bicubic,
+        "srcnn": srcnn,
+        "srcnn-915": srcnn_915,
+        "fsrcnn": fsrcnn,
+        "fsrcnn-s": fsrcnn_s,
+        "espcn": espcn,
+        "vdsr": vdsr,
+        "srresnet": srresnet,
+        "dense-fcn": dense_fcn,
+    }
+)
+DISCRIMINATORS[SRGANDiscriminator.arch_id] = SRGANDiscriminator
 
 # --- residual / wide / dense networks -------------------------------------------
 # (filled in below by explicit imports)
+from sisr.archs.edsr import EDSR, edsr, edsr_baseline  # noqa: E402
+from sisr.archs.rrdbnet import RRDBNet, rrdbnet, vgg128  # noqa: E402
+from sisr.archs.span import SPAN, span, span_s  # noqa: E402
+from sisr.archs.wdsr import WDSRA, WDSRB, wdsr_a, wdsr_b  # noqa: E402
+
+for _cls in (EDSR, WDSRA, WDSRB, RRDBNet, SPAN):
+    ARCHS[_cls.arch_id] = _cls
+PRESETS.update(
+    {
+        "edsr-baseline": edsr_baseline,
+        "edsr": edsr,
+        "wdsr-a": wdsr_a,
+        "wdsr-b": wdsr_b,
+        "rrdbnet": rrdbnet,
+        "span": span,
+        "span-s": span_s,
+    }
+)
+DISCRIMINATORS["vgg128"] = vgg128
 
 
 def build(name: str, scale: int, **overrides: Any) -> SRModel:

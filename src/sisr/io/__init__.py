@@ -1,1 +1,28 @@
-"""Image input/output (see read_image / write_image)."""
+"""Image input/output (see read_image / write_image) and atomic file writes."""
+
+from sisr.io.atomic import atomic_path, atomic_write_bytes
+from sisr.io.image import (
+    DEFAULT_MAX_PIXELS,
+    ImageMeta,
+    LoadedImage,
+    get_max_pixels,
+    read_image,
+    read_rgb_uint8,
+    set_max_pixels,
+    write_image,
+    write_uint8,
+)
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "ImageMeta",
+    "LoadedImage",
+    "atomic_path",
+    "atomic_write_bytes",
+    "get_max_pixels",
+    "read_image",
+    "read_rgb_uint8",
+    "set_max_pixels",
+    "write_image",
+    "write_uint8",
+]

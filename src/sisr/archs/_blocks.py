@@ -1,0 +1,122 @@
+"""Pieces shared by the residual / wide / dense networks (EDSR, WDSR, RRDBNet, SPAN).
+
+* :class:`MeanShift`: the fixed 1x1 colour shift of EDSR-PyTorch, stored as buffers named
+  ``weight`` / ``bias`` so official checkpoints (``sub_mean.weight`` ...) load unchanged
+  while the optimiser never sees them.
+* :func:`upsampler`: EDSR's conv + pixel-shuffle stack (one stage for x3, log2(s) x2 stages
+  for powers of two), laid out as ``Sequential(conv, shuffle, conv, shuffle, ...)`` so the
+  parameter names are ``tail.0.0``, ``tail.0.2``, ... as in the official code.
+* Receptive spans for layers the classic helpers do not model (pixel unshuffle) and the
+  phase-aware radius needed when a layer's output depends on the LR pixel's position
+  modulo some period (pixel unshuffle by 2 makes even and odd LR pixels differ).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from sisr.archs._common import Span
+from sisr.errors import ConfigError
+
+# DIV2K training-set RGB mean, used by EDSR, WDSR and SPAN (their official code).
+DIV2K_RGB_MEAN: tuple[float, float, float] = (0.4488, 0.4371, 0.4040)
+
+
+def rgb_triplet(name: str, value: Sequence[float]) -> list[float]:
+    """Validate a 3-vector hparam (a JSON list after a round trip) and return it as a list."""
+    vals = [float(v) for v in value]
+    if len(vals) != 3:
+        raise ConfigError(f"{name} must have 3 values (R, G, B), got {len(vals)}")
+    return vals
+
+
+def positive_int(arch_id: str, name: str, value: object, minimum: int = 1) -> int:
+    """An integer hparam >= ``minimum``; ConfigError naming the network otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{arch_id}: {name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+class MeanShift(nn.Module):
+    """Per-channel affine shift ``y = x / std + sign * rgb_range * mean / std``.
+
+    Same maths as EDSR-PyTorch's ``MeanShift`` (a frozen 1x1 conv), kept as a 1x1 conv with
+    buffers so the state-dict keys and values match the official checkpoints exactly.
+    Shapes: (N, 3, H, W) -> (N, 3, H, W).
+    """
+
+    weight: Tensor
+    bias: Tensor
+
+    def __init__(
+        self,
+        rgb_range: float,
+        rgb_mean: Sequence[float] = DIV2K_RGB_MEAN,
+        rgb_std: Sequence[float] = (1.0, 1.0, 1.0),
+        sign: int = -1,
+    ) -> None:
+        super().__init__()
+        std = torch.tensor(list(rgb_std), dtype=torch.float32)
+        mean = torch.tensor(list(rgb_mean), dtype=torch.float32)
+        self.register_buffer("weight", torch.eye(3).view(3, 3, 1, 1) / std.view(3, 1, 1, 1))
+        self.register_buffer("bias", sign * rgb_range * mean / std)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.functional.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype))
+
+
+def upsampler(scale: int, num_features: int) -> nn.Sequential:
+    """EDSR upsampler: (N, F, H, W) -> (N, F, sH, sW) by conv3x3 + pixel shuffle stages.
+
+    Powers of two use log2(s) stages of x2 (4F channels each); 3 uses one x3 stage.
+    """
+    layers: list[nn.Module] = []
+    if scale & (scale - 1) == 0:
+        for _ in range(scale.bit_length() - 1):
+            layers += [nn.Conv2d(num_features, 4 * num_features, 3, padding=1), nn.PixelShuffle(2)]
+    elif scale == 3:
+        layers += [nn.Conv2d(num_features, 9 * num_features, 3, padding=1), nn.PixelShuffle(3)]
+    else:  # pragma: no cover - callers validate the scale first
+        raise ConfigError(f"upsampler: unsupported scale {scale}")
+    return nn.Sequential(*layers)
+
+
+def upsampler_stages(scale: int) -> list[int]:
+    """Shuffle factor of each :func:`upsampler` stage, input side first ([2, 2] for x4)."""
+    if scale & (scale - 1) == 0:
+        return [2] * (scale.bit_length() - 1)
+    return [scale]
+
+
+def through_unshuffle(span: Span, factor: int) -> Span:
+    """Back through a pixel *unshuffle* by ``factor``: coarse u holds fine f*u .. f*u+f-1."""
+    return (span[0] * factor, span[1] * factor + factor - 1)
+
+
+def phase_radius(walk: Callable[[Span], Span], scale: int, period: int = 1) -> int:
+    """Receptive radius of a layer stack, worst case over the LR pixel's phase.
+
+    ``walk`` maps the output span of one LR pixel back to an LR span. For each LR pixel
+    p in ``range(period)`` (the stack is shift-invariant by ``period`` LR pixels) the
+    output block ``[s*p, s*p + s - 1]`` is walked back and the radius taken relative to p.
+    """
+    worst = 0
+    for p in range(period):
+        lo, hi = walk((scale * p, scale * p + scale - 1))
+        worst = max(worst, p - lo, hi - p)
+    return worst
+
+
+__all__ = [
+    "DIV2K_RGB_MEAN",
+    "MeanShift",
+    "phase_radius",
+    "positive_int",
+    "rgb_triplet",
+    "through_unshuffle",
+    "upsampler",
+    "upsampler_stages",
+]

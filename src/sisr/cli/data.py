@@ -1,0 +1,171 @@
+"""``sisr data``: dataset preparation.
+
+``sisr data make-lr -i HR_DIR -o OUT_DIR --scale S [--scale ...]`` writes, for every image
+in HR_DIR (not recursive), ``OUT_DIR/x{S}/<stem>.png`` made with a named degradation
+(default MATLAB bicubic, bit-exact). With ``--flat`` and a single scale the files go
+directly into OUT_DIR.
+
+An HR image whose size is not a multiple of S is an error for that file unless
+``--modcrop`` is given (then the bottom/right are cropped first, as the usual MATLAB
+scripts do). A file that cannot be read or degraded is reported and skipped; the others
+are still written. Every output is written atomically. Exit code: 0 when every file was
+written, 1 when some failed, 2 for a usage error (bad folder, unknown degradation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import zlib
+from pathlib import Path
+
+from sisr.errors import ConfigError, ImageError, SisrError
+
+# Suffixes sisr.io reads.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+# Kept in sync with sisr.degrade.registry (a test checks it); listed here so that
+# `sisr data make-lr --help` does not import torch.
+_DEGRADATION_HELP = (
+    "bicubic (BI, default: MATLAB imresize, bit-exact), bicubic_jpeg_90, bicubic_jpeg_75, "
+    "blur_down (BD: RDN's 7x7 Gaussian sigma 1.6 + decimation), "
+    "bicubic_noise30 (DN: bicubic + Gaussian noise sigma 30, seeded by --seed)"
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "data", help="prepare datasets (make LR images)", description="Dataset preparation."
+    )
+    actions = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    p = actions.add_parser(
+        "make-lr",
+        help="make LR images from a folder of HR images",
+        description=(
+            "Degrade every image of HR_DIR by each --scale and write OUT_DIR/x{S}/<name>.png. "
+            "Failed files are reported and skipped; exit code 1 if any failed."
+        ),
+    )
+    p.add_argument("-i", "--input", required=True, type=Path, metavar="HR_DIR")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT_DIR")
+    p.add_argument(
+        "-s",
+        "--scale",
+        required=True,
+        type=int,
+        action="append",
+        metavar="S",
+        help="integer scale factor; repeat for several (--scale 2 --scale 4)",
+    )
+    p.add_argument("-d", "--degradation", default="bicubic", metavar="NAME", help=_DEGRADATION_HELP)
+    p.add_argument(
+        "--modcrop",
+        action="store_true",
+        help="crop bottom/right of each HR image to a multiple of S (else such images fail)",
+    )
+    p.add_argument(
+        "--flat",
+        action="store_true",
+        help="write OUT_DIR/<name>.png directly (only with a single --scale)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of random degradations; each file and scale gets its own stream (default 0)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.data_command == "make-lr":
+        return make_lr(args)
+    raise ConfigError(f"unknown data action {args.data_command!r}")  # pragma: no cover
+
+
+def _list_images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise ConfigError(f"input folder not found: {folder}")
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if not files:
+        raise ConfigError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return files
+
+
+def _stream_seed(seed: int, name: str, scale: int) -> int:
+    """Per (file, scale) seed: the noise of a file does not depend on the other files."""
+    return (seed * 1_000_003 + zlib.crc32(f"{name}\0{scale}".encode())) % (2**63)
+
+
+def make_lr(args: argparse.Namespace) -> int:
+    import torch
+
+    from sisr.degrade import get_degradation, modcrop_np
+    from sisr.io import read_rgb_uint8, write_uint8
+
+    scales: list[int] = list(dict.fromkeys(args.scale))  # dedupe, keep order
+    if any(s < 1 for s in scales):
+        raise ConfigError(f"--scale must be a positive integer, got {args.scale}")
+    if args.flat and len(scales) > 1:
+        raise ConfigError("--flat needs a single --scale (outputs of several scales would clash)")
+    try:
+        degradation = get_degradation(args.degradation)
+    except KeyError as exc:
+        raise ConfigError(str(exc.args[0])) from None
+    in_dir: Path = args.input
+    out_dir: Path = args.output
+    files = _list_images(in_dir)
+    if args.flat and out_dir.resolve() == in_dir.resolve():
+        raise ConfigError("--flat output folder is the input folder: HR images would be replaced")
+
+    def target(path: Path, s: int) -> Path:
+        return (out_dir if args.flat else out_dir / f"x{s}") / f"{path.stem}.png"
+
+    # Two inputs with the same stem (a.png, a.bmp) would write the same output.
+    stems: dict[str, Path] = {}
+    written = failed = 0
+    for path in files:
+        if path.stem in stems:
+            print(
+                f"sisr data make-lr: {path}: skipped, same output name as {stems[path.stem].name}",
+                file=sys.stderr,
+            )
+            failed += len(scales)
+            continue
+        stems[path.stem] = path
+        try:
+            hr = read_rgb_uint8(path)
+        except ImageError as exc:
+            print(f"sisr data make-lr: {exc}", file=sys.stderr)
+            failed += len(scales)
+            continue
+        for s in scales:
+            try:
+                img = hr
+                if args.modcrop:
+                    img = modcrop_np(img, s)
+                h, w = img.shape[:2]
+                if h % s or w % s or h == 0 or w == 0:
+                    raise ImageError(
+                        path,
+                        f"size {w}x{h} is not a multiple of scale {s} (use --modcrop to crop it)",
+                    )
+                gen = torch.Generator().manual_seed(_stream_seed(args.seed, path.name, s))
+                chw = torch.tensor(img).permute(2, 0, 1)  # copy: the array may be read-only
+                lr = degradation.apply(chw, s, gen)
+                out = target(path, s)
+                if out.resolve() == path.resolve():
+                    raise ImageError(path, "output would overwrite the input")
+                write_uint8(out, lr.permute(1, 2, 0).contiguous().numpy())
+                written += 1
+            except SisrError as exc:
+                print(f"sisr data make-lr: x{s}: {exc}", file=sys.stderr)
+                failed += 1
+    print(
+        f"{written} written, {failed} failed ({degradation.name}, x{', x'.join(map(str, scales))})"
+    )
+    return 1 if failed else 0

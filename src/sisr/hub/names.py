@@ -1,0 +1,99 @@
+"""The table of named weights: ``load_model("edsr-baseline-x2")`` looks names up here.
+
+Every entry is either *shipped* (a ``.safetensors`` file inside the package,
+under ``sisr/hub/weights/``) or *downloadable* (URL + SHA-256, fetched into the
+cache on first use). Either way the file is a sisr weights file (see
+:mod:`sisr.hub.weights`): foreign checkpoints are converted with
+``sisr convert`` first, then added here.
+
+``bicubic`` (and ``bicubic-x2`` / ``-x3`` / ``-x4``) is not in the table: it
+needs no weights and is built directly by :func:`sisr.hub.weights.load_model`.
+
+Adding an entry: put the file in ``src/sisr/hub/weights/`` (or upload it), then
+add a :class:`NamedWeights` line below with its SHA-256 (``sha256sum FILE``).
+The tests check that every shipped entry exists, hashes to its SHA-256 and
+loads.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+BICUBIC_NAME = re.compile(r"^bicubic(?:-x(\d+))?$")
+
+
+@dataclass(frozen=True)
+class NamedWeights:
+    """One named weights file.
+
+    name: the public name (``edsr-baseline-x2``).
+    preset: the :data:`sisr.archs.PRESETS` name it instantiates (for listing).
+    scale: upscaling factor of the weights.
+    file: file name under ``sisr/hub/weights/`` when shipped in the package.
+    url / sha256: where to download it otherwise (sha256 is required with url).
+    description / source / license: shown by ``sisr models`` and docs.
+    """
+
+    name: str
+    preset: str
+    scale: int
+    description: str = ""
+    file: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+    source: str = ""
+    license: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.file is None) == (self.url is None):
+            raise ValueError(f"named weights {self.name!r}: give exactly one of file= or url=")
+        if self.url is not None and not self.sha256:
+            raise ValueError(f"named weights {self.name!r}: a URL needs its sha256")
+
+
+def _table(*entries: NamedWeights) -> dict[str, NamedWeights]:
+    table: dict[str, NamedWeights] = {}
+    for entry in entries:
+        if entry.name in table:
+            raise ValueError(f"duplicate named weights {entry.name!r}")
+        table[entry.name] = entry
+    return table
+
+
+# Explicit, reviewed list (no discovery). Empty until weights are trained or
+# converted and verified; see the module docstring for how to add one.
+WEIGHTS: dict[str, NamedWeights] = _table()
+
+
+def shipped_dir() -> Path:
+    """Folder holding the weights shipped inside the package."""
+    return Path(str(resources.files("sisr") / "hub" / "weights"))
+
+
+def shipped_path(entry: NamedWeights) -> Path | None:
+    """The packaged file of a shipped entry (``None`` for download-only entries)."""
+    return shipped_dir() / entry.file if entry.file is not None else None
+
+
+def known_names() -> list[str]:
+    """Every name ``load_model`` accepts besides file paths."""
+    return sorted([*WEIGHTS, "bicubic", "bicubic-x2", "bicubic-x3", "bicubic-x4"])
+
+
+def weights_for_preset(preset: str) -> list[NamedWeights]:
+    """Named weights that instantiate ``preset``, sorted by scale."""
+    return sorted((w for w in WEIGHTS.values() if w.preset == preset), key=lambda w: w.scale)
+
+
+__all__ = [
+    "BICUBIC_NAME",
+    "WEIGHTS",
+    "NamedWeights",
+    "known_names",
+    "shipped_dir",
+    "shipped_path",
+    "weights_for_preset",
+]
