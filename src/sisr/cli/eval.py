@@ -1,0 +1,172 @@
+"""``sisr eval``: score models on benchmarks with the paper protocol, print a paper-style table.
+
+Example: ``sisr eval --model bicubic --data Set5 Set14 B100 --scale 2 3 4 --json out.json``
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sisr.evaluate.runner import EvalPair, EvalResult, ModelLike
+
+DEFAULT_BICUBIC_SCALES: tuple[int, ...] = (2, 3, 4)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="PSNR/SSIM of models on benchmark sets (paper protocol)",
+        description=(
+            "Evaluate super-resolution models as papers do: HR cropped to a multiple of "
+            "the scale, LR made with MATLAB's bicubic, output quantised to 8 bits, PSNR "
+            "and SSIM on the BT.601 Y channel with a border of `scale` pixels removed. "
+            "Data sets are names (Set5, Set14, B100, Urban100, Manga109, DIV2K-valid: "
+            "$SISR_DATA/benchmarks/<name>, else downloaded on first use) or folders."
+        ),
+    )
+    p.add_argument(
+        "--model",
+        "-m",
+        nargs="+",
+        required=True,
+        metavar="NAME_OR_WEIGHTS",
+        help="'bicubic' (MATLAB baseline), a named weights entry or a .safetensors file",
+    )
+    p.add_argument(
+        "--data", "-d", nargs="+", required=True, metavar="NAME_OR_DIR", help="benchmark sets"
+    )
+    p.add_argument(
+        "--scale",
+        "-s",
+        nargs="+",
+        type=int,
+        metavar="S",
+        help="scales (default: each model's own scale; 2 3 4 for bicubic)",
+    )
+    p.add_argument("--json", metavar="FILE", help="write all results (with per-image scores)")
+    p.add_argument("--csv", metavar="FILE", help="write one summary row per model/set/scale")
+    p.add_argument(
+        "--save-images",
+        metavar="DIR",
+        help="save SR outputs as DIR/<model>/<set>/x<scale>/<image>.png",
+    )
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="same-size images per forward pass (1)"
+    )
+    p.add_argument("--limit", type=int, default=None, help="first N images of each set only")
+    p.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="allow downloading a benchmark archive that has no pinned SHA-256",
+    )
+    p.add_argument("--no-ssim", action="store_true", help="PSNR only (SSIM is the slow part)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=run)
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _safe_label(label: str) -> str:
+    """A model label usable as one folder name."""
+    path = Path(label)
+    if path.suffix == ".safetensors" or len(path.parts) > 1:
+        label = path.stem
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", label) or "model"
+
+
+def _load_models(names: list[str], device: str) -> list[tuple[str, ModelLike]]:
+    from sisr.evaluate.runner import bicubic_scale
+
+    models: list[tuple[str, ModelLike]] = []
+    for name in names:
+        if bicubic_scale(name) is not False:
+            models.append((name, name))
+        else:
+            from sisr.hub import load_model
+
+            models.append((name, load_model(name, device=device)))
+    return models
+
+
+def _scales_for(model: ModelLike, requested: list[int] | None) -> list[int]:
+    from sisr.evaluate.runner import bicubic_scale
+
+    if requested:
+        return requested
+    fixed = bicubic_scale(model)
+    if fixed is True:
+        return list(DEFAULT_BICUBIC_SCALES)
+    if fixed is not False:
+        return [int(fixed)]  # type: ignore[arg-type]
+    return [int(model.scale)]  # type: ignore[union-attr]
+
+
+def run(args: argparse.Namespace) -> int:
+    from sisr.errors import ConfigError
+    from sisr.evaluate.report import format_cell, format_table, write_csv, write_json
+    from sisr.evaluate.runner import dataset_label, evaluate, make_pairs, read_images
+
+    for flag, value in (("--batch-size", args.batch_size), ("--limit", args.limit)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
+    if args.scale and any(s < 1 for s in args.scale):
+        raise ConfigError(f"--scale must be positive integers, got {args.scale}")
+    device = _device(args.device)
+    models = _load_models(args.model, device)
+    plan = [(label, m, _scales_for(m, args.scale)) for label, m in models]
+    results: dict[tuple[int, int, int], EvalResult] = {}
+    total = sum(len(scales) for _, _, scales in plan) * len(args.data)
+    done = 0
+    for di, data in enumerate(args.data):
+        # Decoded once per set, pairs once per scale, both shared by all models.
+        images = read_images(data, limit=args.limit, allow_unverified=args.allow_unverified)
+        pairs_cache: dict[int, list[EvalPair]] = {}
+        set_name = dataset_label(data)
+        for mi, (label, model, scales) in enumerate(plan):
+            for scale in scales:
+                if scale not in pairs_cache:
+                    pairs_cache[scale] = make_pairs(images, scale)
+                save = None
+                if args.save_images:
+                    save = Path(args.save_images) / _safe_label(label) / set_name / f"x{scale}"
+                result = evaluate(
+                    model,
+                    pairs_cache[scale],
+                    scale,
+                    device=device,
+                    save_dir=save,
+                    model_name=label,
+                    dataset_name=set_name,
+                    batch_size=args.batch_size,
+                    ssim=not args.no_ssim,
+                )
+                results[(mi, di, scale)] = result
+                done += 1
+                if not args.quiet:
+                    print(
+                        f"[{done}/{total}] {label} {set_name} x{scale}: "
+                        f"{format_cell(result)} ({result.seconds:.1f} s)",
+                        file=sys.stderr,
+                    )
+    ordered = [results[k] for k in sorted(results)]
+    print(format_table(ordered))
+    if args.json:
+        write_json(args.json, ordered)
+    if args.csv:
+        write_csv(args.csv, ordered)
+    return 0
+
+
+__all__ = ["register", "run"]
