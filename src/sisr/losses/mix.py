@@ -15,6 +15,13 @@ an adversarial loss would take ``discriminator=`` and the training loop calls
 not passed to it, so pixel-only recipes ignore them. Modules with weights (VGG) are
 moved with ``LossMix.to(device)`` like any module; their parameters should be frozen
 (``requires_grad_(False)``) so they stay out of the optimiser.
+
+Losses that need outside files (the VGG weights of ``perceptual``) also register a
+check in :data:`REQUIREMENTS`; :func:`check_loss_requirements` runs those checks so
+that a trainer fails at start-up, before loading data or spending training time, with
+a message naming the missing file. Context used by the built-in losses:
+``discriminator=`` (``adversarial``) and ``vgg_weights=`` (``--vgg-weights PATH``,
+``perceptual``).
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from sisr.errors import ConfigError
+from sisr.losses.adversarial import AdversarialLoss
+from sisr.losses.perceptual import check_perceptual_requirements, perceptual
 from sisr.losses.pixel import CharbonnierLoss, L1Loss, L2Loss, ResidualL2Loss
 
 LOSSES: dict[str, Callable[..., nn.Module]] = {
@@ -35,8 +44,13 @@ LOSSES: dict[str, Callable[..., nn.Module]] = {
     "mse": L2Loss,
     "charbonnier": CharbonnierLoss,
     "residual_l2": ResidualL2Loss,
-    # "perceptual": VGGPerceptualLoss,   (sisr/losses/perceptual.py, later)
-    # "adversarial": GeneratorGANLoss,   (sisr/losses/adversarial.py, later)
+    "perceptual": perceptual,
+    "adversarial": AdversarialLoss,
+}
+
+# Start-up checks, called with the same options and context as the LOSSES factory.
+REQUIREMENTS: dict[str, Callable[..., None]] = {
+    "perceptual": check_perceptual_requirements,
 }
 
 
@@ -103,6 +117,38 @@ class LossMix(nn.Module):
         return ", ".join(f"{k}*{w:g}" for k, w in zip(self.keys, self.weights, strict=True))
 
 
+def _parse_spec(i: int, spec: Any) -> tuple[str, float, dict[str, Any]]:
+    """Validate one spec -> (registry name, weight, constructor options)."""
+    if not isinstance(spec, Mapping) or "name" not in spec:
+        raise ConfigError(f"loss #{i + 1}: expected a mapping with a 'name', got {spec!r}")
+    name = str(spec["name"]).lower()
+    if name not in LOSSES:
+        raise ConfigError(f"unknown loss {name!r}; known: {', '.join(sorted(LOSSES))}")
+    weight = spec.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, int | float):
+        raise ConfigError(f"loss {name!r}: weight must be a number, got {weight!r}")
+    kwargs = {k: v for k, v in spec.items() if k not in ("name", "weight", "key")}
+    names, var_kw = _accepted_kwargs(LOSSES[name])
+    unknown = sorted(k for k in kwargs if not var_kw and k not in names)
+    if unknown:
+        raise ConfigError(f"loss {name!r}: unknown option(s) {', '.join(unknown)}")
+    return name, float(weight), kwargs
+
+
+def _add_context(
+    fn: Callable[..., Any], kwargs: dict[str, Any], context: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``kwargs`` plus the context entries ``fn`` declares (recipe options win)."""
+    names, var_kw = _accepted_kwargs(fn)
+    extra = {k: v for k, v in context.items() if (var_kw or k in names) and k not in kwargs}
+    return {**kwargs, **extra}
+
+
+def _check_specs(specs: Any) -> None:
+    if isinstance(specs, Mapping) or not isinstance(specs, Sequence) or not specs:
+        raise ConfigError("losses must be a non-empty list of {name: ..., weight: ...} entries")
+
+
 def build_loss(specs: Sequence[Mapping[str, Any]], **context: Any) -> LossMix:
     """Build a :class:`LossMix` from ``[{"name": ..., "weight": ..., **kwargs}, ...]``.
 
@@ -110,31 +156,15 @@ def build_loss(specs: Sequence[Mapping[str, Any]], **context: Any) -> LossMix:
     (see module docstring). Raises ConfigError on unknown names, bad weights or
     unknown arguments.
     """
-    if isinstance(specs, Mapping) or not isinstance(specs, Sequence) or not specs:
-        raise ConfigError("losses must be a non-empty list of {name: ..., weight: ...} entries")
+    _check_specs(specs)
     keys: list[str] = []
     losses: list[nn.Module] = []
     weights: list[float] = []
     for i, spec in enumerate(specs):
-        if not isinstance(spec, Mapping) or "name" not in spec:
-            raise ConfigError(f"loss #{i + 1}: expected a mapping with a 'name', got {spec!r}")
-        name = str(spec["name"]).lower()
-        if name not in LOSSES:
-            raise ConfigError(f"unknown loss {name!r}; known: {', '.join(sorted(LOSSES))}")
-        weight = spec.get("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, int | float):
-            raise ConfigError(f"loss {name!r}: weight must be a number, got {weight!r}")
+        name, weight, kwargs = _parse_spec(i, spec)
         factory = LOSSES[name]
-        kwargs = {k: v for k, v in spec.items() if k not in ("name", "weight", "key")}
-        names, var_kw = _accepted_kwargs(factory)
-        unknown = sorted(k for k in kwargs if not var_kw and k not in names)
-        if unknown:
-            raise ConfigError(f"loss {name!r}: unknown option(s) {', '.join(unknown)}")
-        kwargs.update(
-            {k: v for k, v in context.items() if (var_kw or k in names) and k not in kwargs}
-        )
         try:
-            module = factory(**kwargs)
+            module = factory(**_add_context(factory, kwargs, context))
         except TypeError as exc:
             raise ConfigError(f"loss {name!r}: {exc}") from exc
         key = str(spec.get("key", name))
@@ -143,5 +173,27 @@ def build_loss(specs: Sequence[Mapping[str, Any]], **context: Any) -> LossMix:
             key, n = f"{base}#{n}", n + 1
         keys.append(key)
         losses.append(module)
-        weights.append(float(weight))
+        weights.append(weight)
     return LossMix(keys, losses, weights)
+
+
+def check_loss_requirements(specs: Sequence[Mapping[str, Any]], **context: Any) -> None:
+    """Fail fast: validate ``specs`` and make sure every file they need is at hand.
+
+    Call it at start-up, before data loading or training, with the same ``context`` as
+    :func:`build_loss` (at least ``vgg_weights=`` from ``--vgg-weights``; objects such
+    as the discriminator may be left out). Losses with an entry in
+    :data:`REQUIREMENTS` run it: ``perceptual`` finds (or downloads into the cache)
+    and loads its VGG weights, so a missing file raises
+    :class:`~sisr.errors.WeightsError` naming the file to download and where to put it.
+    Raises ConfigError for bad specs, like :func:`build_loss`.
+    """
+    _check_specs(specs)
+    for i, spec in enumerate(specs):
+        name, _, kwargs = _parse_spec(i, spec)
+        check = REQUIREMENTS.get(name)
+        if check is not None:
+            try:
+                check(**_add_context(check, kwargs, context))
+            except TypeError as exc:
+                raise ConfigError(f"loss {name!r}: {exc}") from exc
