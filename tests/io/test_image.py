@@ -471,3 +471,15 @@ def test_read_rgb_uint8_matches_pillow_on_benchmarks(data_root: Path) -> None:
     img = read_image(data_root / "benchmarks" / "Set14" / "bridge.png")
     assert img.meta.is_gray and img.meta.mode == "L" and img.rgb.shape[2] == 3
     assert np.array_equal(_ints(img.rgb, 8), read_rgb_uint8(img.meta.path))
+
+
+def test_atomic_path_gives_normal_permissions(tmp_path: Path) -> None:
+    import os
+
+    from sisr.io.atomic import atomic_write_bytes
+
+    target = tmp_path / "out.bin"
+    atomic_write_bytes(target, b"x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask

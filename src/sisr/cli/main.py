@@ -17,7 +17,7 @@ from sisr import __version__
 from sisr.errors import SisrError
 
 # Explicit list (no discovery): module names under sisr.cli.
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("models", "convert", "data", "train", "eval", "compare", "upscale")
 
 
 def build_parser() -> argparse.ArgumentParser:

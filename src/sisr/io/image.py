@@ -1116,6 +1116,48 @@ def _requantize(arr: np.ndarray, dtype: np.dtype | type) -> np.ndarray:
     return ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
+_ZLIB_HEADERS = {0: b"\x78\x01", 1: b"\x78\x01", 6: b"\x78\x9c"}
+_DEFLATE_WINDOW = 1 << 15
+
+
+def _deflate_chunk(data: bytes, zdict: bytes, level: int, last: bool) -> bytes:
+    comp = zlib.compressobj(level, zlib.DEFLATED, -15, zdict=zdict) if zdict else None
+    comp = comp or zlib.compressobj(level, zlib.DEFLATED, -15)
+    return comp.compress(data) + comp.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+
+
+def _deflate_parallel(chunks: Iterator[bytes], level: int) -> Iterator[bytes]:
+    """One zlib stream for the concatenated ``chunks``, compressed on several threads.
+
+    As pigz does: each chunk is raw deflate primed with the previous chunk's last 32 KiB
+    (so matches still reach back across chunk borders) and ends with a sync flush, which
+    byte-aligns it so the pieces simply concatenate; zlib frames them with its header and
+    the Adler-32 of the whole data. zlib releases the GIL, so the threads run in parallel.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    header = _ZLIB_HEADERS.get(level, b"\x78\xda" if level >= 7 else b"\x78\x5e")
+    yield header
+    workers = max(1, min(8, os.cpu_count() or 1))
+    adler = 1
+    tail = b""
+    queue: list[Future[bytes]] = []
+    with ThreadPoolExecutor(workers, "sisr-deflate") as pool:
+        nxt = next(chunks, None)
+        while nxt is not None:
+            data, nxt = nxt, next(chunks, None)
+            adler = zlib.adler32(data, adler)
+            queue.append(pool.submit(_deflate_chunk, data, tail, level, nxt is None))
+            tail = (tail + data)[-_DEFLATE_WINDOW:]
+            while len(queue) > 2 * workers:
+                yield queue.pop(0).result()
+        if not queue:  # no data at all: an empty final block
+            queue.append(pool.submit(_deflate_chunk, b"", b"", level, True))
+        for fut in queue:
+            yield fut.result()
+    yield struct.pack(">I", adler & 0xFFFFFFFF)
+
+
 def _stream_png(
     f: Any,
     planes: Callable[[int, int], np.ndarray],
@@ -1138,9 +1180,7 @@ def _stream_png(
     bpp = channels * depth // 8
     row_bytes = width * bpp
     f.write(_PNG_SIGNATURE)
-    f.write(
-        _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0))
-    )
+    f.write(_png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)))
     if icc:
         f.write(_png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc)))
     if dpi:
@@ -1148,7 +1188,6 @@ def _stream_png(
         f.write(_png_chunk(b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1)))
     if exif:
         f.write(_png_chunk(b"eXIf", exif.removeprefix(_EXIF_HEADER)))
-    comp = zlib.compressobj(level)
     pending: list[bytes] = []
     pending_size = 0
     step = 1 << 20
@@ -1163,19 +1202,24 @@ def _stream_png(
             pending.clear()
             pending_size = 0
 
-    block = max(1, (1 << 22) // max(1, row_bytes))
-    prev: np.ndarray | None = None  # last raw row of the previous block (for Up/Avg/Paeth)
-    for y0 in range(0, height, block):
-        y1 = min(height, y0 + block)
-        rows = np.ascontiguousarray(planes(y0, y1))
-        raw = rows.astype(">u2" if depth == 16 else np.uint8).view(np.uint8).reshape(y1 - y0, -1)
-        if prev is not None:
-            filt = _png_filter(np.concatenate([prev, raw]), bpp)[1:]
-        else:
-            filt = _png_filter(raw, bpp)
-        prev = raw[-1:].copy()
-        emit(comp.compress(filt.tobytes()))
-    emit(comp.flush(), final=True)
+    def filtered_blocks() -> Iterator[bytes]:
+        block = max(1, (1 << 22) // max(1, row_bytes))
+        prev: np.ndarray | None = None  # last raw row of the previous block (Up/Avg/Paeth)
+        for y0 in range(0, height, block):
+            y1 = min(height, y0 + block)
+            rows = np.ascontiguousarray(planes(y0, y1))
+            raw = rows.astype(">u2" if depth == 16 else np.uint8).view(np.uint8)
+            raw = raw.reshape(y1 - y0, -1)
+            if prev is not None:
+                filt = _png_filter(np.concatenate([prev, raw]), bpp)[1:]
+            else:
+                filt = _png_filter(raw, bpp)
+            prev = raw[-1:].copy()
+            yield filt.tobytes()
+
+    for piece in _deflate_parallel(filtered_blocks(), level):
+        emit(piece)
+    emit(b"", final=True)
     f.write(_png_chunk(b"IEND", b""))
 
 
@@ -1253,7 +1297,15 @@ def write_pixels(
         def write_png(tmp: Path) -> None:
             with open(tmp, "wb") as f:
                 _stream_png(
-                    f, planes, h, w, channels, depth, icc=icc, exif=exif, dpi=dpi,
+                    f,
+                    planes,
+                    h,
+                    w,
+                    channels,
+                    depth,
+                    icc=icc,
+                    exif=exif,
+                    dpi=dpi,
                     level=compress_level,
                 )
 

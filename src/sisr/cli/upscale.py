@@ -1,0 +1,134 @@
+"""``sisr upscale -i INPUT -o OUTPUT [-n MODEL] [-s SCALE] ...``: super-resolve images.
+
+INPUT is a file, a folder (recursive; sub-folders are kept) or a glob; OUTPUT is a file
+(single input with an image suffix) or a folder. Flags follow Real-ESRGAN / the ncnn
+tools (-i -o -n -s -t). Under ``torchrun --nproc_per_node N -m sisr upscale ...`` the files
+are shared out between the processes (each on ``cuda:LOCAL_RANK`` when CUDA is there).
+Exit status: 0 when every file was upscaled or skipped, 1 when any failed, 2 on bad
+options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from sisr.errors import ConfigError
+
+
+def register(subparsers: Any) -> None:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "upscale",
+        help="super-resolve images (file, folder or glob)",
+        description=(
+            "Upscale images with a super-resolution network. Keeps alpha, 16-bit depth, "
+            "gray, ICC profiles and EXIF; large images are processed in tiles."
+        ),
+    )
+    p.add_argument("-i", "--input", required=True, help="image file, folder or glob pattern")
+    p.add_argument("-o", "--output", required=True, help="output file or folder")
+    p.add_argument(
+        "-n",
+        "--model",
+        default="default",
+        help="named weights (see `sisr models`) or a .safetensors file (default: 'default', "
+        "the built-in ESPCN)",
+    )
+    p.add_argument(
+        "-s", "--scale", type=int, default=None, help="pick the weights of this scale (2, 3, 4)"
+    )
+    p.add_argument(
+        "-t",
+        "--tile",
+        default="auto",
+        help="tile size in input pixels: auto (fits the device memory), N, or 0 for none",
+    )
+    p.add_argument(
+        "--tile-pad",
+        type=int,
+        default=None,
+        metavar="P",
+        help="context around each tile (default: the network's receptive radius: exact)",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="auto: fp32 on CPU, fp16 on CUDA for half-safe networks",
+    )
+    p.add_argument("-x", "--tta", action="store_true", help="x8 self-ensemble (8x slower)")
+    p.add_argument(
+        "-f",
+        "--format",
+        choices=["png", "jpg", "webp", "tiff"],
+        default=None,
+        help="output format (default: the input's own; GIF and others become PNG)",
+    )
+    p.add_argument("--quality", type=int, default=95, help="JPEG / WebP quality (95)")
+    p.add_argument("--suffix", default="", help="added to output file names (e.g. _x4)")
+    p.add_argument(
+        "--skip-existing", action="store_true", help="leave outputs that already exist alone"
+    )
+    p.add_argument("--batch", type=int, default=1, metavar="N", help="tiles per forward pass")
+    p.add_argument(
+        "--alpha",
+        choices=["bicubic", "model"],
+        default="bicubic",
+        help="how to upscale an alpha channel (default bicubic)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from sisr.infer import Upscaler, parse_tile
+    from sisr.infer.runner import dist_env, plan_jobs, run_jobs, shard
+
+    if args.batch < 1:
+        raise ConfigError(f"--batch must be >= 1, got {args.batch}")
+    if not 1 <= args.quality <= 100:
+        raise ConfigError(f"--quality must be in 1..100, got {args.quality}")
+    tile = parse_tile(args.tile)
+    rank, world, local_rank, local_world = dist_env()
+    device = args.device
+    if world > 1:
+        if device == "auto" and torch.cuda.is_available():
+            device = f"cuda:{local_rank}"
+        elif device in ("auto", "cpu") and "OMP_NUM_THREADS" not in os.environ:
+            # Processes on one machine share its cores instead of each taking all.
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+
+    jobs = shard(
+        plan_jobs(args.input, args.output, fmt=args.format, suffix=args.suffix), rank, world
+    )
+    up = Upscaler.from_name(
+        args.model,
+        scale=args.scale,
+        device=device,
+        precision=args.precision,
+        tile=tile,
+        tile_pad=args.tile_pad,
+        tta=args.tta,
+        alpha=args.alpha,
+        batch=args.batch,
+        progress=not args.quiet,
+    )
+    show = not args.quiet and rank == 0
+    who = f"rank {rank}/{world}: " if world > 1 else ""
+    if not args.quiet:
+        print(f"sisr upscale: {who}{len(jobs)} file(s) with {up}", file=sys.stderr)
+    summary = run_jobs(
+        up,
+        jobs,
+        skip_existing=args.skip_existing,
+        fmt=args.format,
+        quality=args.quality,
+        progress=show,
+    )
+    print(f"sisr upscale: {who}{summary.line()}", file=sys.stderr)
+    return 0 if summary.ok else 1

@@ -1,0 +1,314 @@
+"""Batch upscaling of files and folders (the engine of ``sisr upscale``).
+
+Inputs: one file, a folder (searched recursively; the sub-folder structure is kept under
+the output folder) or a glob pattern. Each output appears atomically. A file that cannot be
+read or written is reported (its :class:`~sisr.errors.ImageError` message) and the batch
+goes on; the summary counts done / skipped / failed.
+
+Under ``torchrun`` (``RANK`` / ``WORLD_SIZE`` set) the sorted file list is sharded: rank r
+takes files r, r + W, r + 2W, ... No process group is needed.
+
+The next file is decoded in a background thread while the current one runs through the
+network, and finished images are encoded and written by another thread (at most one
+pending on each side, so memory stays bounded).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sisr.errors import SisrError
+
+IMAGE_SUFFIXES: frozenset[str] = frozenset(
+    {".png", ".jpg", ".jpeg", ".jpe", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+)
+# Output formats (--format) and the suffix each writes.
+FORMAT_SUFFIX: dict[str, str] = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif"}
+# Input suffixes we also write (same format out); anything else becomes PNG.
+_WRITABLE = {".png", ".jpg", ".jpeg", ".jpe", ".webp", ".bmp", ".tif", ".tiff"}
+_GLOB_CHARS = set("*?[")
+_SAME_FORMAT = {
+    "png": {".png"},
+    "jpg": {".jpg", ".jpeg", ".jpe"},
+    "webp": {".webp"},
+    "tiff": {".tif", ".tiff"},
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One file to upscale: ``src`` -> ``dst``."""
+
+    src: Path
+    dst: Path
+
+
+@dataclass
+class Summary:
+    done: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def line(self) -> str:
+        return f"{len(self.done)} done, {len(self.skipped)} skipped, {len(self.failed)} failed"
+
+
+def is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def collect_inputs(spec: str | os.PathLike[str]) -> tuple[list[Path], Path | None]:
+    """The image files named by ``spec`` and the root their relative paths are taken from
+    (``None`` for a single file). Hidden files (our own temporaries among them) are skipped.
+    """
+    text = os.fspath(spec)
+    path = Path(text)
+    if path.is_file():
+        return [path], None
+    if path.is_dir():
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and is_image_name(p)
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+        return files, path
+    if _GLOB_CHARS & set(text):
+        files = sorted(Path(p) for p in glob.glob(text, recursive=True))
+        files = [p for p in files if p.is_file() and is_image_name(p)]
+        return files, _glob_root(text)
+    raise SisrError(f"{text}: no such file, folder or matching pattern")
+
+
+def _glob_root(pattern: str) -> Path:
+    """The folder part of a glob before its first wildcard (``a/b/**/*.png`` -> ``a/b``)."""
+    parts = Path(pattern).parts
+    fixed: list[str] = []
+    for part in parts:
+        if _GLOB_CHARS & set(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def output_suffix(src: Path, fmt: str | None) -> str:
+    if fmt is not None:
+        return FORMAT_SUFFIX[fmt]
+    suffix = src.suffix.lower()
+    return suffix if suffix in _WRITABLE else ".png"
+
+
+def plan_jobs(
+    input_spec: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    fmt: str | None = None,
+    suffix: str = "",
+) -> list[Job]:
+    """Map every input file to its output path.
+
+    A single input file with an output that has an image suffix (and is not a folder)
+    writes exactly there; otherwise ``output`` is a folder and each file becomes
+    ``output/<relative folder>/<stem><suffix>.<ext>`` (``ext``: ``fmt``, else the input's
+    own format, PNG for GIF).
+    """
+    files, root = collect_inputs(input_spec)
+    if not files:
+        raise SisrError(f"{os.fspath(input_spec)}: no image files found")
+    out = Path(output)
+    if root is None and not out.is_dir() and out.suffix.lower() in _WRITABLE:
+        if fmt is not None and output_suffix(out, None) not in _SAME_FORMAT[fmt]:
+            raise SisrError(f"{out}: the suffix does not match --format {fmt}")
+        return [Job(files[0], out)]
+    jobs = []
+    for src in files:
+        rel = src.relative_to(root).parent if root is not None else Path()
+        jobs.append(Job(src, out / rel / f"{src.stem}{suffix}{output_suffix(src, fmt)}"))
+    return jobs
+
+
+def shard(jobs: list[Job], rank: int, world: int) -> list[Job]:
+    """Rank ``rank``'s share of ``jobs`` (round robin over the sorted list)."""
+    if world <= 1:
+        return jobs
+    return jobs[rank::world]
+
+
+def dist_env() -> tuple[int, int, int, int]:
+    """(rank, world size, local rank, local world size) from torchrun's environment."""
+
+    def get(name: str, default: int) -> int:
+        try:
+            return int(os.environ.get(name, default))
+        except ValueError:
+            return default
+
+    world = max(1, get("WORLD_SIZE", 1))
+    return get("RANK", 0), world, get("LOCAL_RANK", 0), max(1, get("LOCAL_WORLD_SIZE", world))
+
+
+def _check_job(job: Job, seen: dict[Path, Path]) -> str | None:
+    """Why ``job`` must not run (overwriting its input or another output), or None."""
+    try:
+        dst = job.dst.resolve()
+        src = job.src.resolve()
+    except OSError:
+        return None
+    if dst == src:
+        return "the output would overwrite the input (use --suffix or another output folder)"
+    other = seen.get(dst)
+    if other is not None:
+        return f"the output {job.dst} is also the output of {other}"
+    seen[dst] = job.src
+    return None
+
+
+def _bar(total: int, desc: str, enabled: bool, position: int, leave: bool, unit: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        desc=desc,
+        disable=not enabled,
+        position=position,
+        leave=leave,
+        unit=unit,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+
+
+def _short(path: Path, width: int = 40) -> str:
+    s = str(path)
+    return s if len(s) <= width else "..." + s[-(width - 3) :]
+
+
+def run_jobs(
+    upscaler: Any,
+    jobs: list[Job],
+    *,
+    skip_existing: bool = False,
+    fmt: str | None = None,
+    quality: int = 95,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> Summary:
+    """Upscale every job; failures are collected, never raised (except interrupts)."""
+    from sisr.io.image import read_native, write_pixels
+
+    summary = Summary()
+    say = log or (lambda msg: print(msg, file=sys.stderr))
+    seen: dict[Path, Path] = {}
+    todo: list[Job] = []
+    for job in jobs:
+        problem = _check_job(job, seen)
+        if problem is not None:
+            summary.failed.append((job.src, f"{job.src}: {problem}"))
+            say(f"failed: {job.src}: {problem}")
+        elif skip_existing and job.dst.exists():
+            summary.skipped.append(job.src)
+        else:
+            todo.append(job)
+    pil_format = None if fmt is None else {"jpg": "JPEG", "tiff": "TIFF"}.get(fmt, fmt.upper())
+    overall = _bar(len(jobs), "files", progress, 0, True, "file")
+    overall.update(len(jobs) - len(todo))
+
+    def fail(job: Job, exc: BaseException) -> None:
+        msg = str(exc) if isinstance(exc, SisrError) else f"{job.src}: {type(exc).__name__}: {exc}"
+        summary.failed.append((job.src, msg))
+        overall.write(f"failed: {msg}", file=sys.stderr)
+        overall.update(1)
+
+    def write(job: Job, color: Any, alpha: Any, meta: Any) -> None:
+        write_pixels(job.dst, color, alpha, meta=meta, format=pil_format, quality=quality)
+
+    def finish_write(job: Job, fut: Future[None]) -> None:
+        exc = fut.exception()
+        if exc is not None:
+            fail(job, exc)
+        else:
+            summary.done.append(job.src)
+            overall.update(1)
+
+    with (
+        ThreadPoolExecutor(1, "sisr-read") as reader,
+        ThreadPoolExecutor(1, "sisr-write") as writer,
+    ):
+        pending_write: tuple[Job, Future[None]] | None = None
+        reads: Iterator[tuple[Job, Future[Any]]] = (
+            (job, reader.submit(read_native, job.src)) for job in todo
+        )
+        nxt = next(reads, None)
+        try:
+            while nxt is not None:
+                job, fut = nxt
+                try:
+                    img = fut.result()
+                except Exception as exc:
+                    img = None
+                    fail(job, exc)
+                nxt = next(reads, None)  # decode the next file while this one runs
+                if img is None:
+                    continue
+                meta = img.meta
+                has_alpha = img.alpha is not None
+                tiles = upscaler.tile_count(
+                    meta.height, meta.width, gray=img.color.ndim == 2, has_alpha=has_alpha
+                )
+                bar = _bar(tiles, _short(job.src), progress, 1, False, "tile")
+                try:
+                    color, alpha = upscaler.upscale_arrays(
+                        img.color, img.alpha, progress=bar.update
+                    )
+                except Exception as exc:
+                    fail(job, exc)
+                    continue
+                finally:
+                    bar.close()
+                del img
+                if pending_write is not None:
+                    finish_write(*_wait(pending_write))
+                pending_write = (
+                    job,
+                    writer.submit(write, job, color, alpha, upscaler.output_meta(meta)),
+                )
+                del color, alpha
+            if pending_write is not None:
+                finish_write(*_wait(pending_write))
+                pending_write = None
+        finally:
+            if pending_write is not None:
+                pending_write[1].cancel()
+    overall.close()
+    return summary
+
+
+def _wait(item: tuple[Job, Future[None]]) -> tuple[Job, Future[None]]:
+    item[1].exception()  # blocks until the write finished (or failed)
+    return item
+
+
+__all__ = [
+    "FORMAT_SUFFIX",
+    "IMAGE_SUFFIXES",
+    "Job",
+    "Summary",
+    "collect_inputs",
+    "dist_env",
+    "output_suffix",
+    "plan_jobs",
+    "run_jobs",
+    "shard",
+]
