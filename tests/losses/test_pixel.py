@@ -159,3 +159,16 @@ def test_bad_specs_raise_config_error(specs, match) -> None:
 def test_registry_modules() -> None:
     assert {"l1", "l2", "charbonnier", "residual_l2"} <= set(LOSSES)
     assert CharbonnierLoss().eps == 1e-3
+
+
+def test_highpass_is_the_residual_l2_loss() -> None:
+    from sisr.losses import build_loss
+
+    g = torch.Generator().manual_seed(3)
+    lr = torch.rand(2, 3, 6, 6, generator=g)
+    hr = torch.rand(2, 3, 12, 12, generator=g)
+    sr = torch.rand(2, 3, 12, 12, generator=g)
+    a, _ = build_loss([{"name": "highpass"}])(sr, hr, lr)
+    b, _ = build_loss([{"name": "residual_l2"}])(sr, hr, lr)
+    assert torch.equal(a, b)
+    assert a.item() == pytest.approx(residual_l2_loss(sr, hr, lr).item())

@@ -44,6 +44,7 @@ LOSSES: dict[str, Callable[..., nn.Module]] = {
     "mse": L2Loss,
     "charbonnier": CharbonnierLoss,
     "residual_l2": ResidualL2Loss,
+    "highpass": ResidualL2Loss,  # the dense-FCN article's name for the same loss
     "perceptual": perceptual,
     "adversarial": AdversarialLoss,
 }
