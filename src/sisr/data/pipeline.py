@@ -262,21 +262,7 @@ class PatchBatcher:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the exact batch sequence (JSON-serialisable)."""
-        return {
-            "version": STATE_VERSION,
-            "kind": "patch",
-            "step": self.step,
-            "seed": self.seed,
-            "rank": self.rank,
-            "world_size": self.world_size,
-            "scale": self.scale,
-            "lr_patch": self.lr_patch,
-            "batch_size": self.batch_size,
-            "degradation": self.degradation,
-            "augment": self.augment,
-            "sampling": self.sampling,
-            "num_images": len(self.hr_set),
-        }
+        return _state_common(self, "patch", len(self.hr_set))
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
         """Continue from ``state``; with ``strict`` the settings that shape the stream must
@@ -294,6 +280,21 @@ _STRICT_KEYS = (
     "sampling",
     "num_images",
 )
+
+
+def _state_common(
+    obj: PatchBatcher | PlainLoaderBatcher, kind: str, num_images: int
+) -> dict[str, Any]:
+    """The batch-stream position plus every setting that shapes the stream."""
+    return {
+        "version": STATE_VERSION,
+        "kind": kind,
+        "step": obj.step,
+        "rank": obj.rank,
+        "world_size": obj.world_size,
+        **{k: getattr(obj, k) for k in _STRICT_KEYS if k != "num_images"},
+        "num_images": num_images,
+    }
 
 
 def _load_common(
@@ -495,21 +496,7 @@ class PlainLoaderBatcher:
         return lr.to(self.device, non_blocking=True), hr.to(self.device, non_blocking=True)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "version": STATE_VERSION,
-            "kind": "plain",
-            "step": self.step,
-            "seed": self.seed,
-            "rank": self.rank,
-            "world_size": self.world_size,
-            "scale": self.scale,
-            "lr_patch": self.lr_patch,
-            "batch_size": self.batch_size,
-            "degradation": self.degradation,
-            "augment": self.augment,
-            "sampling": self.sampling,
-            "num_images": self.num_images,
-        }
+        return _state_common(self, "plain", self.num_images)
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
         _load_common(self, state, strict)

@@ -915,6 +915,35 @@ def _save_bytes(path: Path, write: Callable[[Path], None]) -> None:
         raise ImageError(path, f"cannot write image ({e})") from None
 
 
+def _pil_save_kwargs(
+    fmt: str,
+    *,
+    icc: bytes | None,
+    dpi: Any,
+    exif: bytes | None,
+    quality: int,
+    lossless: bool,
+) -> dict[str, Any]:
+    """Options for ``PIL.Image.save`` that carry metadata and quality for ``fmt``."""
+    kwargs: dict[str, Any] = {}
+    if icc is not None:
+        kwargs["icc_profile"] = icc
+    if dpi is not None and fmt != "WEBP":
+        kwargs["dpi"] = dpi
+    if exif is not None and fmt in ("PNG", "JPEG", "WEBP"):
+        # Not TIFF: Pillow merges EXIF into the TIFF's own IFD and libtiff rejects
+        # the sub-IFD pointers, so TIFF output carries no EXIF.
+        kwargs["exif"] = exif
+    if fmt == "JPEG":
+        kwargs.update(quality=int(quality), subsampling=0)
+    elif fmt == "WEBP":
+        # exact: keep the colour under fully transparent pixels (libwebp drops it).
+        kwargs.update(quality=int(quality), lossless=bool(lossless), exact=bool(lossless))
+    elif fmt == "TIFF":
+        kwargs["compression"] = "tiff_adobe_deflate"
+    return kwargs
+
+
 def write_image(
     path: str | Path,
     rgb: np.ndarray,
@@ -1015,22 +1044,7 @@ def write_image(
         return
 
     im = _pil_from_uint8(pixels)
-    kwargs: dict[str, Any] = {}
-    if icc is not None:
-        kwargs["icc_profile"] = icc
-    if dpi is not None and fmt != "WEBP":
-        kwargs["dpi"] = dpi
-    if exif is not None and fmt in ("PNG", "JPEG", "WEBP"):
-        # Not TIFF: Pillow merges EXIF into the TIFF's own IFD and libtiff rejects
-        # the sub-IFD pointers, so TIFF output carries no EXIF.
-        kwargs["exif"] = exif
-    if fmt == "JPEG":
-        kwargs.update(quality=int(quality), subsampling=0)
-    elif fmt == "WEBP":
-        # exact: keep the colour under fully transparent pixels (libwebp drops it).
-        kwargs.update(quality=int(quality), lossless=bool(lossless), exact=bool(lossless))
-    elif fmt == "TIFF":
-        kwargs["compression"] = "tiff_adobe_deflate"
+    kwargs = _pil_save_kwargs(fmt, icc=icc, dpi=dpi, exif=exif, quality=quality, lossless=lossless)
     _save_bytes(path, lambda tmp: im.save(tmp, format=fmt, **kwargs))
 
 
@@ -1322,17 +1336,5 @@ def write_pixels(
         return
     im = _pil_from_uint8(pixels)
     del pixels
-    kwargs: dict[str, Any] = {}
-    if icc is not None:
-        kwargs["icc_profile"] = icc
-    if dpi is not None and fmt != "WEBP":
-        kwargs["dpi"] = dpi
-    if exif is not None and fmt in ("PNG", "JPEG", "WEBP"):
-        kwargs["exif"] = exif
-    if fmt == "JPEG":
-        kwargs.update(quality=int(quality), subsampling=0)
-    elif fmt == "WEBP":
-        kwargs.update(quality=int(quality), lossless=bool(lossless), exact=bool(lossless))
-    elif fmt == "TIFF":
-        kwargs["compression"] = "tiff_adobe_deflate"
+    kwargs = _pil_save_kwargs(fmt, icc=icc, dpi=dpi, exif=exif, quality=quality, lossless=lossless)
     _save_bytes(path, lambda tmp: im.save(tmp, format=fmt, **kwargs))
