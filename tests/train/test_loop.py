@@ -243,16 +243,38 @@ def test_tensorboard_scalars_and_samples(make_recipe: Callable[..., Path], tmp_p
     sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml")),
     ids=lambda p: p.name,
 )
-def test_shipped_recipes_build_model_optimizer_and_loss(path: Path) -> None:
+def test_shipped_recipes_build_model_optimizer_and_loss(
+    path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     from sisr.archs import build
-    from sisr.losses import build_loss
+    from sisr.losses import PERCEPTUAL_PRESETS, build_loss
+    from sisr.losses.vgg import VGGFeatures
+    from sisr.train.gan import build_discriminator
     from sisr.train.loop import build_optimizer
 
     r = load_recipe(path)
     model = build(r.model.preset, r.model.scale, **r.model.overrides)
     optimizer = build_optimizer(model, r.optim)  # lr_mult patterns must match parameters
     assert optimizer.param_groups[0]["lr"] > 0
-    build_loss([t.as_spec() for t in r.loss])
+    context: dict = {}
+    if r.gan is not None:
+        context["discriminator"] = build_discriminator(r.gan.discriminator, r.gan.overrides)
+    network = {
+        t.options.get("network")
+        or (
+            PERCEPTUAL_PRESETS[t.options["preset"]]["network"] if "preset" in t.options else "vgg16"
+        )
+        for t in r.loss
+        if t.name == "perceptual"
+    }
+    if network:
+        # no ImageNet VGG file here: random weights in torchvision's layout stand in
+        (net,) = network
+        vgg = tmp_path_factory.mktemp("vgg") / f"{net}.pth"
+        feats = VGGFeatures(["pool5"], network=net).features.state_dict()
+        torch.save({f"features.{k}": v for k, v in feats.items()}, vgg)
+        context["vgg_weights"] = vgg
+    build_loss([t.as_spec() for t in r.loss], **context)
 
 
 def test_div2k_layout_trains_on_its_paired_lr(

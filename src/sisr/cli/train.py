@@ -1,8 +1,12 @@
-"""``sisr train RECIPE.yaml --out RUN_DIR [--set key.path=value ...] [--resume] [--init-from CKPT]``.
+"""``sisr train RECIPE.yaml --out RUN_DIR [--set key.path=value ...] [--resume] [--init-from CKPT]
+[--vgg-weights PATH]``.
 
 Multi-GPU / multi-process: ``torchrun --nproc_per_node N -m sisr train ...``
 (each rank trains on its own shard; rank 0 logs, validates and saves).
 With ``--resume`` the recipe may be omitted: the run folder's ``recipe.yaml`` is used.
+A recipe with a ``gan`` section trains a GAN (:mod:`sisr.train.gan`); ``--init-from`` then
+names the pixel-loss generator to start from. Files a loss needs (the VGG weights of a
+perceptual loss) are checked before any data is read, so a missing one fails at once.
 """
 
 from __future__ import annotations
@@ -44,6 +48,13 @@ def register(subparsers: Any) -> None:
         "(.pt) or weights file (.safetensors)",
     )
     p.add_argument(
+        "--vgg-weights",
+        type=Path,
+        metavar="PATH",
+        help="ImageNet VGG16/VGG19 weights (torchvision .pth or .safetensors) for perceptual "
+        "losses; default: the file in sisr's cache (downloaded there when missing)",
+    )
+    p.add_argument(
         "--max-time",
         type=float,
         metavar="SECONDS",
@@ -53,6 +64,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sisr.losses import check_loss_requirements
     from sisr.train.config import load_recipe
     from sisr.train.loop import train
 
@@ -64,11 +76,14 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(recipe_path, args.overrides)
     if args.max_time is not None and args.max_time <= 0:
         raise ConfigError(f"--max-time must be > 0, got {args.max_time}")
+    # before any data, cache or run-folder work: a missing VGG file costs no training time
+    check_loss_requirements([t.as_spec() for t in recipe.loss], vgg_weights=args.vgg_weights)
     train(
         recipe,
         args.out,
         resume=args.resume,
         init_from=args.init_from,
         max_seconds=args.max_time,
+        vgg_weights=args.vgg_weights,
     )
     return 0

@@ -190,6 +190,46 @@ class GradClipConfig:
 
 
 @dataclass
+class GanConfig:
+    """Adversarial training (:mod:`sisr.train.gan`): the discriminator and its updates.
+
+    ``discriminator``: a :data:`sisr.archs.DISCRIMINATORS` preset (``srgan``: SRGAN's
+    network for ``in_size`` px HR patches, default 96; ``vgg128``: ESRGAN's, 128 px) with
+    constructor ``overrides``; its input size must equal ``data.lr_patch * model.scale``.
+    ``init_generator``: the pixel-loss generator to start from (a training checkpoint
+    ``.pt``, a sisr ``.safetensors`` file or a named weights entry; ``--init-from`` wins;
+    ignored on ``--resume``). ``optim`` / ``schedule``: the discriminator's optimizer and
+    rate schedule (``null``: the same settings as the generator's ``optim`` /
+    ``schedule``); ``grad_clip``: its gradient clipping. ``d_steps``: discriminator
+    updates per generator update (the extra ones on their own batches, before the
+    generator update). ``save_discriminator``: also write ``discriminator.safetensors``
+    into the run folder at the end. The adversarial loss kind, its weight and the label
+    options (``real_label``, ``label_flip``, ...) are the options of the ``adversarial``
+    entry of ``loss``, which sets both sides.
+    """
+
+    discriminator: str = "srgan"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    init_generator: str | None = None
+    optim: OptimConfig | None = None
+    schedule: ScheduleConfig | None = None
+    grad_clip: GradClipConfig = field(default_factory=GradClipConfig)
+    d_steps: int = 1
+    save_discriminator: bool = True
+
+    def check(self, path: str) -> None:
+        _require(bool(self.discriminator), f"{path}.discriminator", "must not be empty")
+        _require(self.d_steps >= 1, f"{path}.d_steps", f"must be >= 1, got {self.d_steps}")
+        if self.init_generator is not None:
+            _require(bool(self.init_generator), f"{path}.init_generator", "must not be empty")
+        if self.optim is not None:
+            self.optim.check(f"{path}.optim")
+        if self.schedule is not None:
+            self.schedule.check(f"{path}.schedule")
+        self.grad_clip.check(f"{path}.grad_clip")
+
+
+@dataclass
 class EmaConfig:
     """Exponential moving average of the weights; ``decay: null`` turns it off.
 
@@ -287,6 +327,7 @@ class Recipe:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: list[LossTerm] = field(default_factory=lambda: [LossTerm("l1")])
+    gan: GanConfig | None = None
     grad_clip: GradClipConfig = field(default_factory=GradClipConfig)
     ema: EmaConfig = field(default_factory=EmaConfig)
     precision: Precision = "fp32"
@@ -311,6 +352,17 @@ class Recipe:
             _join(path, "device"),
             f"must be auto, cpu, cuda or cuda:N, got {self.device!r}",
         )
+        adversarial = any(t.name.lower() == "adversarial" for t in self.loss)
+        if adversarial and self.gan is None:
+            raise ConfigError(
+                f"{_join(path, 'gan')}: the 'adversarial' loss needs a gan section "
+                "(discriminator, its optimizer) to train against"
+            )
+        if self.gan is not None and not adversarial:
+            raise ConfigError(
+                f"{_join(path, 'loss')}: a gan section needs an 'adversarial' loss term "
+                "(e.g. {name: adversarial, weight: 1.0e-3})"
+            )
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, list):
@@ -536,6 +588,7 @@ __all__ = [
     "CheckpointConfig",
     "DataConfig",
     "EmaConfig",
+    "GanConfig",
     "GradClipConfig",
     "GuardConfig",
     "LogConfig",

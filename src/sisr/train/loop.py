@@ -14,6 +14,7 @@ Run folder::
     history.json              validation results so far
     model.safetensors         final weights (EMA if enabled) with recipe and metrics
     tb/                       TensorBoard events (when tensorboard is installed)
+    discriminator.safetensors GAN runs only (:mod:`sisr.train.gan`, recipes with ``gan``)
 
 Guarantees: a resumed run (``resume=True``) continues with the very same
 batches, rates and optimizer state as if it had never stopped; a non-finite
@@ -182,8 +183,10 @@ class Trainer:
         resume: bool = False,
         init_from: str | Path | None = None,
         dist_info: D.DistInfo | None = None,
+        vgg_weights: str | Path | None = None,
     ) -> None:
         self.recipe = recipe
+        self.vgg_weights = vgg_weights
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.dist = dist_info or D.setup(recipe.device)
         self.device = self.dist.device
@@ -229,9 +232,7 @@ class Trainer:
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
 
-        from sisr.losses import build_loss
-
-        self.loss = build_loss([t.as_spec() for t in recipe.loss]).to(self.device)
+        self.loss = self._build_loss().to(self.device)
         self.residual = hasattr(self.model, "forward_residual") and _loss_takes_residual(self.loss)
         forward: nn.Module = _Forward(self.model, self.residual)
         if self.dist.enabled:
@@ -356,6 +357,13 @@ class Trainer:
             self.log.info(f"data: {len(batcher.excluded)} images too small for a patch are skipped")
         return batcher
 
+    def _build_loss(self) -> nn.Module:
+        """The recipe's loss mix (before any data is read, so a missing VGG file fails
+        early). Subclasses add context: the GAN trainer builds its discriminator here."""
+        from sisr.losses import build_loss
+
+        return build_loss([t.as_spec() for t in self.recipe.loss], vgg_weights=self.vgg_weights)
+
     def _write_recipe(self) -> None:
         if self.out_dir is not None and self.dist.is_main:
             with atomic_path(self.out_dir / "recipe.yaml") as tmp:
@@ -387,22 +395,8 @@ class Trainer:
         (on any rank) or the gradient norm was not finite and the update was skipped.
         """
         rate = self.schedule.apply(self.iteration)
-        if lr.device != self.device:
-            lr, hr = lr.to(self.device, non_blocking=True), hr.to(self.device, non_blocking=True)
-        if self.channels_last:
-            lr = lr.contiguous(memory_format=torch.channels_last)
-        with self._autocast():
-            out = self.forward(lr)
-        out = out.float()
-        extra: dict[str, Tensor] = {}
-        if self.residual:
-            # sr = base + residual, with base = hr - target (the bicubic image for
-            # residual models), so image losses and residual losses can be mixed.
-            target = self.model.residual_target(lr, hr)  # type: ignore[operator]
-            sr = out + (hr - target)
-            extra["residual"] = out
-        else:
-            sr = out
+        lr, hr = self._to_device(lr, hr)
+        sr, extra = self._generate(lr, hr)
         total, parts = self.loss(sr, hr, lr, sync=False, **extra)
         value = float(total.detach())
         if not D.all_true(self.dist, math.isfinite(value)):
@@ -425,6 +419,25 @@ class Trainer:
             self.ema.update(self.model, self.iteration)
         self.iteration += 1
         return value, parts
+
+    def _to_device(self, lr: Tensor, hr: Tensor) -> tuple[Tensor, Tensor]:
+        if lr.device != self.device:
+            lr, hr = lr.to(self.device, non_blocking=True), hr.to(self.device, non_blocking=True)
+        if self.channels_last:
+            lr = lr.contiguous(memory_format=torch.channels_last)
+        return lr, hr
+
+    def _generate(self, lr: Tensor, hr: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The model's SR image (float32) and the extra loss inputs (``residual``)."""
+        with self._autocast():
+            out = self.forward(lr)
+        out = out.float()
+        if not self.residual:
+            return out, {}
+        # sr = base + residual, with base = hr - target (the bicubic image for
+        # residual models), so image losses and residual losses can be mixed.
+        target = self.model.residual_target(lr, hr)  # type: ignore[operator]
+        return out + (hr - target), {"residual": out}
 
     def _clip(self, rate: float) -> bool:
         """Clip gradients as the recipe says; False when the gradient norm is not finite."""
@@ -769,11 +782,28 @@ def train(
     resume: bool = False,
     init_from: str | Path | None = None,
     max_seconds: float | None = None,
+    vgg_weights: str | Path | None = None,
 ) -> TrainResult:
-    """Train ``recipe`` into ``out_dir`` (see module docstring); DDP under torchrun."""
+    """Train ``recipe`` into ``out_dir`` (see module docstring); DDP under torchrun.
+
+    A recipe with a ``gan`` section trains adversarially (:class:`sisr.train.gan.GANTrainer`).
+    ``vgg_weights``: the VGG file for perceptual losses (``--vgg-weights``).
+    """
     info = D.setup(recipe.device)
     try:
-        trainer = Trainer(recipe, out_dir, resume=resume, init_from=init_from, dist_info=info)
+        cls: type[Trainer] = Trainer
+        if recipe.gan is not None:
+            from sisr.train.gan import GANTrainer
+
+            cls = GANTrainer
+        trainer = cls(
+            recipe,
+            out_dir,
+            resume=resume,
+            init_from=init_from,
+            dist_info=info,
+            vgg_weights=vgg_weights,
+        )
         return trainer.run(max_seconds=max_seconds)
     finally:
         D.cleanup(info)
