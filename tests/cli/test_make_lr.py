@@ -154,3 +154,15 @@ def test_help_lists_every_registered_degradation() -> None:
 
     for name in [*DEGRADATIONS, *ALIASES]:
         assert name in data._DEGRADATION_HELP, name
+
+
+def test_image_smaller_than_scale_fails_clearly_even_with_modcrop(tmp_path: Path, capsys) -> None:
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(hr / "dot.png")
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(hr / "ok.png")
+    out = tmp_path / "out"
+    assert main(["data", "make-lr", "-i", str(hr), "-o", str(out), "-s", "2", "--modcrop"]) == 1
+    err = capsys.readouterr().err
+    assert "dot.png" in err and "smaller than the scale x2" in err and "--modcrop" not in err
+    assert [p.name for p in (out / "x2").iterdir()] == ["ok.png"]

@@ -128,3 +128,10 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     )
     assert "missing.png" in capsys.readouterr().err
     assert not (tmp_path / "f.png").exists()
+    assert main([*base, "-o", str(tmp_path / "f.png"), "--device", "bogus"]) == 2
+    assert "unknown device 'bogus'" in capsys.readouterr().err
+    Image.fromarray(np.zeros((13, 13, 3), np.uint8)).save(tmp_path / "small.png")
+    small = ["compare", "-i", str(tmp_path / "small.png"), "-s", "4", "-m", "bicubic"]
+    assert main([*small, "-o", str(tmp_path / "f.png")]) == 2
+    assert f"{tmp_path / 'small.png'}: image 12x12 (cropped" in capsys.readouterr().err
+    assert not (tmp_path / "f.png").exists()

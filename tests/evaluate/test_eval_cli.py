@@ -93,6 +93,33 @@ def test_bad_inputs_exit_2(
     assert "no-such-weights" in capsys.readouterr().err
 
 
+def test_user_errors_are_one_line_not_tracebacks(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["eval", "-m", "bicubic", "-d", str(folder), "-s", "2", "-q"]
+    assert main([*base, "--device", "foo"]) == 2
+    assert "unknown device 'foo'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main([*base, "--device", "cuda"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    # Refused before any scoring, so a typo does not cost a whole evaluation.
+    for flag, target in (("--json", "r.json"), ("--csv", "sub/r.csv"), ("--save-images", "sr")):
+        assert main([*base, flag, str(blocker / target)]) == 2
+        err = capsys.readouterr().err
+        assert f"{flag} {blocker / target}: cannot create a file there" in err
+    small = tmp_path / "small"
+    small.mkdir()
+    Image.fromarray(_image(13, 13, 2)).save(small / "s.png")
+    argv = ["eval", "-m", "bicubic", "-d", str(small), "-q"]
+    assert main([*argv, "-s", "4"]) == 2
+    assert "s: image 12x12 (cropped to a multiple of 4) is too small" in capsys.readouterr().err
+    assert main([*argv, "-s", "4", "--no-ssim"]) == 0
+    assert main([*argv, "-s", "8", "--no-ssim"]) == 2  # 8x8 minus 8 pixels each side
+    assert "too small to score" in capsys.readouterr().err
+
+
 # Published bicubic baselines (PSNR on Y, border = scale), e.g. the EDSR / RCAN tables.
 PUBLISHED = {
     "Set5": {2: 33.66, 3: 30.39, 4: 28.42},

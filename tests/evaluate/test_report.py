@@ -7,6 +7,9 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
+from sisr.errors import SisrError
 from sisr.evaluate import EvalResult, ImageScore
 from sisr.evaluate.report import CSV_FIELDS, format_table, write_csv, write_json
 
@@ -60,3 +63,11 @@ def test_json_and_csv(tmp_path: Path) -> None:
     }
     assert rows[1]["ssim_y"] == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv", "r.json"]  # no temp files
+
+
+def test_unwritable_destination_is_a_clean_error(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    results = [_result("m", "Set5", 2, 30.0, 0.9)]
+    for write in (write_json, write_csv):
+        with pytest.raises(SisrError, match=r"f/r\.out: cannot write"):
+            write(tmp_path / "f" / "r.out", results)

@@ -197,6 +197,29 @@ def test_mismatch_lists_problems_and_cli_error(
     assert not dst.exists()
 
 
+def test_unwritable_output_and_output_equal_to_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "edsr.pt"
+    torch.save(_edsr(scale=2).state_dict(), src)
+    before = src.read_bytes()
+    (tmp_path / "f").write_text("x")
+    bad = tmp_path / "f" / "out.safetensors"
+    argv = ["convert", str(src), "--arch", "edsr-baseline", "--scale", "2"]
+    argv += [f"--set={k}={v}" for k, v in SMALL_EDSR.items()]
+    assert main([*argv[:2], str(bad), *argv[2:]]) == 2
+    assert f"{bad}: cannot write weights" in capsys.readouterr().err
+    # Converting a file onto itself would replace the checkpoint by a safetensors file.
+    assert main([*argv[:2], str(src), *argv[2:]]) == 2
+    assert "is the input checkpoint" in capsys.readouterr().err
+    assert src.read_bytes() == before
+    out = tmp_path / "ok.safetensors"
+    assert main([*argv[:2], str(out), *argv[2:]]) == 0
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask  # not safetensors' 0600
+
+
 def test_corrupt_and_non_tensor_inputs(tmp_path: Path) -> None:
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"garbage" * 10)

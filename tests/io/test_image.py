@@ -483,3 +483,20 @@ def test_atomic_path_gives_normal_permissions(tmp_path: Path) -> None:
     mask = os.umask(0)
     os.umask(mask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_atomic_path_normal_permissions_when_the_writer_recreates_the_file(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    from sisr.io.atomic import atomic_path
+
+    target = tmp_path / "out.bin"
+    with atomic_path(target) as tmp:
+        tmp.unlink()  # as safetensors does: a fresh 0600 file in place of ours
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.close(fd)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask

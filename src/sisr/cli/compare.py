@@ -56,9 +56,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--scale must be >= 1, got {args.scale}")
     if args.panel_width < 16:
         raise ConfigError(f"--panel-width must be >= 16, got {args.panel_width}")
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from sisr.infer.precision import resolve_device
+
+    device = str(resolve_device(args.device))
     hr = torch.from_numpy(np.array(read_rgb_uint8(args.input))).permute(2, 0, 1)
     models: list[tuple[str, object]] = []
     for name in args.model:
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
                 load_model(name, device=device, scale=args.scale),
             )
         )
-    panels = compare_panels(hr, args.scale, models, gain=args.gain, device=device)
+    panels = compare_panels(hr, args.scale, models, gain=args.gain, device=device, name=args.input)
     shape = panels[0].image.shape
     crop = parse_crop(args.crop) if args.crop else auto_crop(panels[-1].image)
     fig, _ = compose(panels, crop, residual=args.residual, panel_width=args.panel_width)

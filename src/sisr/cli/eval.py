@@ -6,6 +6,7 @@ Example: ``sisr eval --model bicubic --data Set5 Set14 B100 --scale 2 3 4 --json
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -71,11 +72,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _device(name: str) -> str:
-    import torch
+    from sisr.infer.precision import resolve_device
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+    return str(resolve_device(name))
+
+
+def _check_writable(flag: str, path: str | None, folder: bool = False) -> None:
+    """Fail before a long evaluation, not after it, when an output file cannot be created."""
+    from sisr.errors import ConfigError
+
+    if path is None:
+        return
+    parent = Path(path).absolute() if folder else Path(path).absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: cannot create a file there ({parent} is not writable)")
 
 
 def _safe_label(label: str) -> str:
@@ -123,6 +135,10 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
     if args.scale and any(s < 1 for s in args.scale):
         raise ConfigError(f"--scale must be positive integers, got {args.scale}")
+    _check_writable("--json", args.json)
+    _check_writable("--csv", args.csv)
+    if args.save_images is not None:
+        _check_writable("--save-images", args.save_images, folder=True)
     device = _device(args.device)
     models = _load_models(args.model, device)
     plan = [(label, m, _scales_for(m, args.scale)) for label, m in models]

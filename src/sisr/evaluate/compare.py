@@ -209,16 +209,18 @@ def compare_panels(
     *,
     gain: float = DEFAULT_GAIN,
     device: str | torch.device | None = None,
+    name: str = "image",
 ) -> list[Panel]:
     """Bicubic, each model and the HR image, scored with the paper protocol.
 
     hr: (3, H, W) uint8 (cropped here to a multiple of ``scale``); ``models`` are
-    (label, model) with models as accepted by :func:`sisr.evaluate.evaluate`.
+    (label, model) with models as accepted by :func:`sisr.evaluate.evaluate`;
+    ``name`` (the file) prefixes error messages.
     """
     from sisr.degrade import imresize_uint8
     from sisr.evaluate.runner import evaluate, make_pair
 
-    pair = make_pair("image", hr, scale)
+    pair = make_pair(name, hr, scale)
     bic = imresize_uint8(pair.lr, scale=scale)
     panels = []
     for label, model in [("Bicubic", "bicubic"), *models]:

@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from sisr.errors import SisrError
 from sisr.evaluate.runner import EvalResult
 from sisr.io.atomic import atomic_write_bytes
 
@@ -81,8 +82,15 @@ def to_json(results: Sequence[EvalResult]) -> str:
     return json.dumps(records, indent=2, allow_nan=False) + "\n"
 
 
+def _write(path: str | Path, data: bytes) -> None:
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as e:
+        raise SisrError(f"{path}: cannot write ({e.strerror or e})") from None
+
+
 def write_json(path: str | Path, results: Sequence[EvalResult]) -> None:
-    atomic_write_bytes(path, to_json(results).encode())
+    _write(path, to_json(results).encode())
 
 
 def to_csv(results: Sequence[EvalResult]) -> str:
@@ -106,7 +114,7 @@ def to_csv(results: Sequence[EvalResult]) -> str:
 
 
 def write_csv(path: str | Path, results: Sequence[EvalResult]) -> None:
-    atomic_write_bytes(path, to_csv(results).encode())
+    _write(path, to_csv(results).encode())
 
 
 __all__ = [

@@ -246,6 +246,21 @@ def _upscale(
     return quantize(y.float())
 
 
+def _check_scorable(pairs: Sequence[EvalPair], scale: int, border: int, ssim: bool) -> None:
+    """Reject, by name, images too small to score once the border is removed."""
+    from sisr.metrics.ssim import WINDOW_SIZE
+
+    need = 2 * border + (WINDOW_SIZE if ssim else 1)
+    for pair in pairs:
+        h, w = pair.hr.shape[-2:]
+        if h < need or w < need:
+            what = f"SSIM's {WINDOW_SIZE}x{WINDOW_SIZE} window" if ssim else "one pixel"
+            raise ConfigError(
+                f"{pair.name}: image {w}x{h} (cropped to a multiple of {scale}) is too small "
+                f"to score: a border of {border} pixels each side leaves less than {what}"
+            )
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -331,6 +346,7 @@ def evaluate(
         dataset_name = dataset_name or "images"
     if not pairs:
         raise ConfigError(f"{dataset_name}: no images to evaluate")
+    _check_scorable(pairs, scale, border, ssim)
     is_bicubic = isinstance(model, str)
     batch = batch_size or (_BICUBIC_BATCH if is_bicubic else 1)
     out_dir = Path(save_dir) if save_dir is not None else None

@@ -413,6 +413,8 @@ def convert_checkpoint(
     from sisr.hub.download import sha256_file
 
     src = Path(src)
+    if src.exists() and Path(dst).exists() and src.samefile(dst):
+        raise WeightsError(f"{dst}: is the input checkpoint; choose another output file")
     raw = read_foreign_state_dict(src)
     result = convert_state_dict(
         raw, name, scale=scale, overrides=overrides, layout=layout, source=str(src)

@@ -143,8 +143,11 @@ def save_weights(
         "extra": _json(extra, "extra"),
     }
     tensors = export_state_dict(model, storage)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    try:
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot write weights ({e.strerror or e})") from None
 
 
 def _decode(value: str) -> Any:
