@@ -223,6 +223,22 @@ def test_paired_div2k_layout(tmp_path) -> None:
         PatchBatcher(hr_set, lr_images=short, scale=2, lr_patch=4, batch_size=2)
 
 
+def test_paired_sizes_must_match_the_scale() -> None:
+    # an x4 LR image filed under X2 is smaller than HR/2: refused, not trained misaligned
+    hr = DecodedSet.from_arrays([np.zeros((40, 48, 3), np.uint8)])
+    with pytest.raises(ConfigError, match=r"expected LR 24x20"):
+        PatchBatcher(
+            hr,
+            lr_images=DecodedSet.from_arrays([np.zeros((10, 12, 3), np.uint8)]),
+            scale=2,
+            lr_patch=4,
+            batch_size=2,
+        )
+    odd = DecodedSet.from_arrays([np.zeros((41, 49, 3), np.uint8)])  # modcrop remainder: fine
+    lr = DecodedSet.from_arrays([np.zeros((20, 24, 3), np.uint8)])
+    assert PatchBatcher(odd, lr_images=lr, scale=2, lr_patch=4, batch_size=2).paired
+
+
 @pytest.mark.parametrize("workers", [0, 1])
 def test_plain_loader_baseline(workers) -> None:
     ds = _images(9)

@@ -281,6 +281,8 @@ def test_name_resolution() -> None:
     assert resolve_name("bicubic", 4) == "bicubic-x4"
     with pytest.raises(ConfigError):
         resolve_name("default-x2", 4)
+    with pytest.raises(ConfigError, match="'default' has no x5 weights; available: x2, x3, x4"):
+        resolve_name("default", 5)
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])

@@ -120,8 +120,9 @@ def test_round_trip(tmp_path: Path) -> None:
 def test_load_errors_name_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: [unclosed")
-    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML") as info:
         load_recipe(bad)
+    assert "\n" not in str(info.value) and "line 1" in str(info.value)  # one-line CLI error
     bad.write_text(yaml.safe_dump(minimal() | {"seeds": 1}))
     with pytest.raises(ConfigError, match=r"bad\.yaml: seeds: unknown key"):
         load_recipe(bad)

@@ -11,8 +11,12 @@ options.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from sisr.errors import ConfigError
@@ -87,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from sisr.infer import Upscaler, parse_tile
-    from sisr.infer.runner import dist_env, plan_jobs, run_jobs, shard
+    from sisr.infer.runner import dist_env, plan_jobs, shard
 
     if args.batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {args.batch}")
@@ -118,6 +122,31 @@ def run(args: argparse.Namespace) -> int:
         batch=args.batch,
         progress=not args.quiet,
     )
+    with _sigterm_as_interrupt():
+        return _run_jobs(args, up, jobs, rank, world)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``timeout``, ``kill``, torchrun stopping workers) unwinds like Ctrl-C, so
+    the output being written is finished or its temporary file removed, never left."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_jobs(args: argparse.Namespace, up: Any, jobs: list[Any], rank: int, world: int) -> int:
+    from sisr.infer.runner import run_jobs
+
     show = not args.quiet and rank == 0
     who = f"rank {rank}/{world}: " if world > 1 else ""
     if not args.quiet:

@@ -209,9 +209,12 @@ class PatchBatcher:
             for (_, hh, hw), (_, lh, lw), path in zip(
                 self.hr_set.shapes, self.lr_set.shapes, self.hr_set.paths, strict=True
             ):
-                if hh < s * lh or hw < s * lw:
+                # LR must be the HR size divided by the scale (HR may carry up to s-1
+                # extra rows/columns): an LR of another scale would train on misaligned pairs.
+                if (lh, lw) != (hh // s, hw // s):
                     raise ConfigError(
-                        f"{path}: HR {hw}x{hh} is smaller than {s} x its LR {lw}x{lh}"
+                        f"{path}: HR {hw}x{hh} does not match its LR {lw}x{lh} at x{s} "
+                        f"(expected LR {hw // s}x{hh // s})"
                     )
                 ny.append(lh - p + 1)
                 nx.append(lw - p + 1)

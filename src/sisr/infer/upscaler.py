@@ -112,6 +112,15 @@ def resolve_name(name_or_path: str | os.PathLike[str], scale: int | None) -> str
     candidate = f"{name}-x{int(scale)}"
     if candidate in names.WEIGHTS or names.BICUBIC_NAME.match(candidate):
         return candidate
+    variants = sorted(
+        int(v.group(1))
+        for v in (re.fullmatch(rf"{re.escape(name)}-x(\d+)", k) for k in names.WEIGHTS)
+        if v is not None
+    )
+    if variants:
+        # the name is a family: say which scales exist instead of loading the wrong one
+        have = ", ".join(f"x{v}" for v in variants)
+        raise ConfigError(f"model {name!r} has no x{scale} weights; available: {have}")
     return name
 
 

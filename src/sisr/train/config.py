@@ -387,6 +387,14 @@ class Recipe:
 # --- loading -----------------------------------------------------------------------
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: the problem and where (1-based)."""
+    problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
+
+
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read a YAML recipe, apply ``key.path=value`` overrides, validate."""
     path = Path(path)
@@ -397,7 +405,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from exc
     try:
         return recipe_from_dict(raw, overrides)
     except ConfigError as exc:
@@ -425,7 +433,9 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     try:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: value {text!r} is not valid YAML ({exc})") from exc
+        raise ConfigError(
+            f"--set {key}: value {text!r} is not valid YAML ({_yaml_problem(exc)})"
+        ) from exc
     parts = key.split(".")
     node: Any = raw
     for depth, part in enumerate(parts[:-1]):

@@ -23,6 +23,8 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from sisr.errors import ConfigError
+
 
 def _tensorboard_writer(folder: Path) -> Any | None:
     try:
@@ -51,8 +53,13 @@ class RunLogger:
         if not self.enabled:
             return
         assert out_dir is not None
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self._file = open(out_dir / "train.log", "a", encoding="utf-8")  # noqa: SIM115
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            self._file = open(out_dir / "train.log", "a", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise ConfigError(
+                f"{out_dir}: cannot use as the run folder ({exc.strerror or exc})"
+            ) from exc
         if tensorboard:
             self.tb = _tensorboard_writer(out_dir / "tb")
 
