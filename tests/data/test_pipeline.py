@@ -188,6 +188,11 @@ def test_registered_degradations_and_aliases() -> None:
     l2, _ = n2.next_batch()
     assert torch.equal(l1, l2)  # seeded noise
     assert not torch.equal(_u8(l1), imresize_uint8(_u8(h1), size=(6, 6)))
+    u1 = PatchBatcher(ds, scale=2, lr_patch=6, batch_size=4, degradation="unknown", seed=2)
+    u2 = PatchBatcher(ds, scale=2, lr_patch=6, batch_size=4, degradation="unknown", seed=2)
+    assert u1.degradation == "blur_aniso_noise"
+    (a, _), (b_, _) = u1.next_batch(), u2.next_batch()
+    assert a.shape == (4, 3, 6, 6) and torch.equal(a, b_)  # random blur + noise, seeded
     with pytest.raises(ConfigError, match="unknown degradation"):
         PatchBatcher(ds, scale=2, lr_patch=6, batch_size=4, degradation="nope")
 

@@ -245,3 +245,51 @@ def test_cuda_ops_match_cpu() -> None:
         b = d.apply(hr.cuda(), 2, torch.Generator().manual_seed(0))
         assert b.device.type == "cuda", name
         assert (a.int() - b.cpu().int()).abs().max() <= 1, name
+
+
+def test_random_blur_down_noise_model() -> None:
+    """y = (x * k) decimated + n, per image, reproducible from the generator."""
+    import math
+
+    from sisr.degrade import (
+        filter2d,
+        gaussian_kernels,
+        nearest_indices,
+        random_blur_down_noise,
+    )
+
+    g = torch.Generator().manual_seed(0)
+    hr = torch.randint(0, 256, (3, 3, 24, 20), generator=g, dtype=torch.uint8)
+    a = random_blur_down_noise(hr, 4, torch.Generator().manual_seed(5))
+    b = random_blur_down_noise(hr, 4, torch.Generator().manual_seed(5))
+    c = random_blur_down_noise(hr, 4, torch.Generator().manual_seed(6))
+    assert a.dtype == torch.uint8 and a.shape == (3, 3, 6, 5)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+    # Without noise, the float path equals an explicit blur with the drawn kernels + decimation.
+    x = hr.float() / 255
+    y = random_blur_down_noise(
+        x, 2, torch.Generator().manual_seed(1), sigma_range=(0.5, 1.5), noise_range=(0.0, 0.0)
+    )
+    u = torch.rand(3, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    k = gaussian_kernels(
+        2 * math.ceil(3 * 1.5) + 1, 0.5 + u[:, 0], 0.5 + u[:, 1], math.pi * u[:, 2]
+    )
+    ref = filter2d(x, k)[..., nearest_indices(24, 2), :][..., nearest_indices(20, 2)]
+    assert torch.allclose(y, ref, atol=1e-6)
+    # Each image got its own kernel: the same image in every slot degrades differently.
+    same = x[:1].expand(3, -1, -1, -1).contiguous()
+    z = random_blur_down_noise(same, 2, torch.Generator().manual_seed(1), noise_range=(0.0, 0.0))
+    assert not torch.allclose(z[0], z[1])
+
+
+def test_unknown_alias_is_registered_and_random() -> None:
+    from sisr.degrade import get_degradation
+
+    deg = get_degradation("unknown")
+    assert deg.name == "blur_aniso_noise" and deg.random
+    hr = torch.full((1, 3, 16, 16), 128, dtype=torch.uint8)
+    lr = deg.apply(hr, 2, torch.Generator().manual_seed(0))
+    assert lr.shape == (1, 3, 8, 8)
+    # A flat image stays flat under any blur: what is left is the noise (sigma <= 10).
+    assert (lr.float() - 128).abs().max() <= 60

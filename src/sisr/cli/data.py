@@ -29,7 +29,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".g
 _DEGRADATION_HELP = (
     "bicubic (BI, default: MATLAB imresize, bit-exact), bicubic_jpeg_90, bicubic_jpeg_75, "
     "blur_down (BD: RDN's 7x7 Gaussian sigma 1.6 + decimation), "
-    "bicubic_noise30 (DN: bicubic + Gaussian noise sigma 30, seeded by --seed)"
+    "bicubic_noise30 (DN: bicubic + Gaussian noise sigma 30, seeded by --seed), "
+    "blur_aniso_noise (UNKNOWN-like: random anisotropic Gaussian blur + decimation + noise, "
+    "seeded by --seed)"
 )
 
 

@@ -18,6 +18,7 @@ from sisr.degrade.ops import (
     gaussian_kernels,
     jpeg,
     nearest_indices,
+    random_blur_down_noise,
     to_uint8,
 )
 from sisr.degrade.registry import ALIASES, DEGRADATIONS, Degradation, get_degradation
@@ -41,6 +42,7 @@ __all__ = [
     "modcrop_np",
     "nearest_indices",
     "output_size",
+    "random_blur_down_noise",
     "resize_weights",
     "to_uint8",
 ]

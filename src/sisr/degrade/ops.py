@@ -306,3 +306,54 @@ def jpeg(x: Tensor, quality: int | Sequence[int] | Tensor) -> Tensor:
     if not is_u8:
         y = y.to(x.dtype) / 255.0
     return y.squeeze(0) if squeeze else y
+
+
+def random_blur_down_noise(
+    x: Tensor,
+    scale: int,
+    generator: torch.Generator | None = None,
+    *,
+    sigma_range: tuple[float, float] | None = None,
+    noise_range: tuple[float, float] = (0.0, 10.0),
+    size: int | None = None,
+) -> Tensor:
+    """An "unknown"-like degradation: ``y = (x * k) downsampled by s + n`` per image.
+
+    The general model of SRMD (Zhang et al., CVPR 2018): each image gets its own anisotropic
+    Gaussian kernel k (both axis sigmas uniform in ``sigma_range``, default ``(0.2, scale)``
+    as SRMD's ranges grow with the scale; rotation uniform in [0, pi)), reflect padding, then
+    the direct downsampler (MATLAB 'nearest' grid, :func:`nearest_indices`), then Gaussian
+    noise with a sigma uniform in ``noise_range`` on the 0..255 scale. All random draws come
+    from ``generator`` (CPU unless given), so the result is reproducible and identical for CPU
+    and CUDA inputs; the blur runs as one grouped conv on the input's device.
+
+    x: (N, C, H, W) or (C, H, W), uint8 (returns uint8, rounded and saturated) or float on
+    0..1 (returns float, unclipped, differentiable in x). Output (..., ceil(H/s), ceil(W/s)).
+    """
+    if scale < 1:
+        raise ValueError(f"scale must be >= 1, got {scale}")
+    squeeze = x.dim() == 3
+    xb = x.unsqueeze(0) if squeeze else x
+    if xb.dim() != 4:
+        raise ValueError(f"expected (N, C, H, W) or (C, H, W), got shape {tuple(x.shape)}")
+    is_u8 = xb.dtype == torch.uint8
+    xf = xb.to(torch.float32) if is_u8 else xb
+    n = xb.shape[0]
+    lo, hi = sigma_range if sigma_range is not None else (0.2, float(scale))
+    if not 0 < lo <= hi:
+        raise ValueError(f"sigma_range must satisfy 0 < low <= high, got {(lo, hi)}")
+    k = size if size is not None else 2 * math.ceil(3 * hi) + 1
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand(n, 4, generator=generator, dtype=torch.float64, device=gen_device).cpu()
+    sx = lo + (hi - lo) * u[:, 0]
+    sy = lo + (hi - lo) * u[:, 1]
+    theta = math.pi * u[:, 2]
+    noise = noise_range[0] + (noise_range[1] - noise_range[0]) * u[:, 3]
+    kernels = gaussian_kernels(k, sx, sy, theta, dtype=xf.dtype, device=xf.device)
+    blurred = filter2d(xf, kernels, padding="reflect")
+    rows = nearest_indices(xb.shape[-2], int(scale)).to(xf.device)
+    cols = nearest_indices(xb.shape[-1], int(scale)).to(xf.device)
+    y = blurred.index_select(-2, rows).index_select(-1, cols)
+    y = add_gaussian_noise(y, noise, generator, value_range=255.0 if is_u8 else 1.0)
+    y = to_uint8(y) if is_u8 else y
+    return y.squeeze(0) if squeeze else y

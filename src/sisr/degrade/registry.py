@@ -11,6 +11,8 @@ bicubic_jpeg_90 / _75     bicubic, then JPEG at quality 90 / 75 (PIL, CPU)
 blur_down (BD)            RDN's BD: 7x7 Gaussian (sigma 1.6, replicate), keep every s-th
                           pixel from offset s//2 (MATLAB 'nearest')
 bicubic_noise30 (DN)      RDN's DN: bicubic, then + N(0, 30^2) on 0..255, rounded
+blur_aniso_noise          "unknown"-like (SRMD's general model): a random anisotropic
+  (unknown)               Gaussian blur per image, s-fold decimation, random noise 0..10
 ========================  ==========================================================
 """
 
@@ -23,7 +25,7 @@ import torch
 from torch import Tensor
 
 from sisr.degrade.bicubic import imresize_uint8
-from sisr.degrade.ops import add_gaussian_noise, blur_down, jpeg
+from sisr.degrade.ops import add_gaussian_noise, blur_down, jpeg, random_blur_down_noise
 
 __all__ = ["ALIASES", "DEGRADATIONS", "Degradation", "get_degradation"]
 
@@ -75,6 +77,10 @@ def _bicubic_noise(sigma: float) -> DegradeFn:
     return fn
 
 
+def _random_blur_noise(hr: Tensor, scale: int, generator: torch.Generator | None) -> Tensor:
+    return random_blur_down_noise(hr, scale, generator)
+
+
 def _entries() -> list[Degradation]:
     return [
         Degradation("bicubic", "MATLAB bicubic downscale (BI), bit-exact", _bicubic),
@@ -89,13 +95,24 @@ def _entries() -> list[Degradation]:
             _bicubic_noise(30.0),
             random=True,
         ),
+        Degradation(
+            "blur_aniso_noise",
+            "'unknown'-like: random anisotropic Gaussian blur, s-fold decimation, noise 0..10",
+            _random_blur_noise,
+            random=True,
+        ),
     ]
 
 
 DEGRADATIONS: dict[str, Degradation] = {d.name: d for d in _entries()}
 
 # The names the RDN paper uses.
-ALIASES: dict[str, str] = {"BI": "bicubic", "BD": "blur_down", "DN": "bicubic_noise30"}
+ALIASES: dict[str, str] = {
+    "BI": "bicubic",
+    "BD": "blur_down",
+    "DN": "bicubic_noise30",
+    "UNKNOWN": "blur_aniso_noise",
+}
 
 
 def get_degradation(name: str) -> Degradation:
