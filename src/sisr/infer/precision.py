@@ -48,6 +48,8 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
                 f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) present"
             )
         return dev
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {spec!r} requested but Apple MPS is not available")
     return torch.device(name)
 
 
