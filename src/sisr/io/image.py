@@ -915,6 +915,15 @@ def _save_bytes(path: Path, write: Callable[[Path], None]) -> None:
         raise ImageError(path, f"cannot write image ({e})") from None
 
 
+def _encode_tiff16_readable(pixels: np.ndarray, *, icc: bytes | None, dpi: Any) -> bytes:
+    """:func:`_encode_tiff16`, but gray+alpha (H, W, 2) is stored as RGBA: Pillow cannot open
+    16-bit gray+alpha TIFF, and RGBA keeps the values readable (a gray ICC profile is dropped)."""
+    if pixels.shape[2] == 2:
+        pixels = pixels[..., [0, 0, 0, 1]]
+        icc = icc if _icc_space(icc) == "RGB" else None
+    return _encode_tiff16(pixels, icc=icc, dpi=dpi)
+
+
 def _pil_save_kwargs(
     fmt: str,
     *,
@@ -1035,11 +1044,7 @@ def write_image(
         if fmt == "PNG":
             data = _encode_png(pixels, icc=icc, exif=exif, dpi=dpi)
         else:
-            if pixels.shape[2] == 2:
-                # Pillow cannot open 16-bit gray+alpha TIFF; RGBA keeps the values readable.
-                pixels = pixels[..., [0, 0, 0, 1]]
-                icc = icc if _icc_space(icc) == "RGB" else None
-            data = _encode_tiff16(pixels, icc=icc, dpi=dpi)
+            data = _encode_tiff16_readable(pixels, icc=icc, dpi=dpi)
         _save_bytes(path, lambda tmp: tmp.write_bytes(data))
         return
 
@@ -1327,11 +1332,7 @@ def write_pixels(
         return
     pixels = planes(0, h)
     if depth == 16:  # TIFF
-        if pixels.shape[2] == 2:
-            # Pillow cannot open 16-bit gray+alpha TIFF; RGBA keeps the values readable.
-            pixels = pixels[..., [0, 0, 0, 1]]
-            icc = icc if _icc_space(icc) == "RGB" else None
-        data = _encode_tiff16(pixels, icc=icc, dpi=dpi)
+        data = _encode_tiff16_readable(pixels, icc=icc, dpi=dpi)
         _save_bytes(path, lambda tmp: tmp.write_bytes(data))
         return
     im = _pil_from_uint8(pixels)
