@@ -40,6 +40,17 @@ def positive_int(arch_id: str, name: str, value: object, minimum: int = 1) -> in
     return value
 
 
+def add_scaled_residual(res: Tensor, x: Tensor, res_scale: float) -> Tensor:
+    """``x + res_scale * res`` for (N, C, H, W) maps, written into ``res``.
+
+    ``res`` must be a fresh conv output not saved for backward (true for a block's last
+    conv), so the in-place add is autograd-safe and saves one feature map per block.
+    """
+    if res_scale != 1.0:
+        res = res * res_scale
+    return res.add_(x)
+
+
 class MeanShift(nn.Module):
     """Per-channel affine shift ``y = x / std + sign * rgb_range * mean / std``.
 

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from sisr.archs._blocks import (
     DIV2K_RGB_MEAN,
     MeanShift,
+    add_scaled_residual,
     positive_int,
     rgb_triplet,
     upsampler,
@@ -58,12 +59,7 @@ class ResBlock(nn.Module):
         self.res_scale = float(res_scale)
 
     def forward(self, x: Tensor) -> Tensor:
-        res = self.body(x)
-        if self.res_scale != 1.0:
-            res = res * self.res_scale
-        # The conv output is not saved for backward, so adding in place is autograd-safe
-        # and saves one feature map per block at inference.
-        return res.add_(x)
+        return add_scaled_residual(self.body(x), x, self.res_scale)
 
 
 class EDSR(SRModel):

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from sisr.archs._blocks import DIV2K_RGB_MEAN, positive_int, rgb_triplet
+from sisr.archs._blocks import DIV2K_RGB_MEAN, add_scaled_residual, positive_int, rgb_triplet
 from sisr.archs._common import (
     STANDARD_SCALES,
     check_scale,
@@ -71,10 +71,7 @@ class BlockA(nn.Module):
         self.res_scale = float(res_scale)
 
     def forward(self, x: Tensor) -> Tensor:
-        res = self.body(x)
-        if self.res_scale != 1.0:
-            res = res * self.res_scale
-        return res.add_(x)
+        return add_scaled_residual(self.body(x), x, self.res_scale)
 
 
 class BlockB(nn.Module):
@@ -95,10 +92,7 @@ class BlockB(nn.Module):
         self.res_scale = float(res_scale)
 
     def forward(self, x: Tensor) -> Tensor:
-        res = self.body(x)
-        if self.res_scale != 1.0:
-            res = res * self.res_scale
-        return res.add_(x)
+        return add_scaled_residual(self.body(x), x, self.res_scale)
 
 
 class _WDSR(SRModel):

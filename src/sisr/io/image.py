@@ -666,6 +666,25 @@ def _to_float(arr: np.ndarray) -> np.ndarray:
     return out
 
 
+def _meta(path: str | Path, d: _Decoded, *, has_alpha: bool) -> ImageMeta:
+    """The :class:`ImageMeta` of a decoded file (``d`` from :func:`_decode`)."""
+    h, w = d.color.shape[:2]
+    return ImageMeta(
+        path=str(path),
+        format=d.format,
+        mode=d.mode,
+        width=w,
+        height=h,
+        bit_depth=d.bit_depth,
+        is_gray=d.color.ndim == 2,
+        has_alpha=has_alpha,
+        icc_profile=d.icc_profile,
+        exif=d.exif,
+        dpi=d.dpi,
+        orientation=d.orientation,
+    )
+
+
 def read_image(path: str | Path, *, max_pixels: int | None = None) -> LoadedImage:
     """Read an image file as float RGB (+ alpha) in [0, 1], EXIF orientation applied.
 
@@ -677,22 +696,7 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> LoadedImag
     f = _to_float(d.color)
     rgb = np.repeat(f[..., None], 3, axis=2) if gray else f
     alpha = None if d.alpha is None else _to_float(d.alpha)
-    h, w = d.color.shape[:2]
-    meta = ImageMeta(
-        path=str(path),
-        format=d.format,
-        mode=d.mode,
-        width=w,
-        height=h,
-        bit_depth=d.bit_depth,
-        is_gray=gray,
-        has_alpha=alpha is not None,
-        icc_profile=d.icc_profile,
-        exif=d.exif,
-        dpi=d.dpi,
-        orientation=d.orientation,
-    )
-    return LoadedImage(rgb=rgb, alpha=alpha, meta=meta)
+    return LoadedImage(rgb=rgb, alpha=alpha, meta=_meta(path, d, has_alpha=alpha is not None))
 
 
 def read_rgb_uint8(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray:
@@ -1108,21 +1112,7 @@ def read_native(path: str | Path, *, max_pixels: int | None = None) -> NativeIma
     alpha = d.alpha
     if alpha is not None and alpha.dtype != color.dtype:
         alpha = _requantize(alpha, color.dtype)
-    h, w = color.shape[:2]
-    meta = ImageMeta(
-        path=str(path),
-        format=d.format,
-        mode=d.mode,
-        width=w,
-        height=h,
-        bit_depth=d.bit_depth,
-        is_gray=color.ndim == 2,
-        has_alpha=alpha is not None,
-        icc_profile=d.icc_profile,
-        exif=d.exif,
-        dpi=d.dpi,
-        orientation=d.orientation,
-    )
+    meta = _meta(path, d, has_alpha=alpha is not None)
     return NativeImage(color=color, alpha=alpha, meta=meta)
 
 
