@@ -45,7 +45,7 @@ def main() -> int:
     from sisr.evaluate.runner import evaluate, load_pairs
     from sisr.hub import load_model
     from sisr.train.config import load_recipe
-    from sisr.train.loop import train
+    from sisr.train.run import train
 
     if args.threads:
         torch.set_num_threads(args.threads)

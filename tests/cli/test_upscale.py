@@ -72,7 +72,7 @@ def test_rgba_keeps_alpha(tmp_path: Path, weights: Path, up: Upscaler) -> None:
 def test_16bit_stays_16bit(tmp_path: Path, weights: Path, up: Upscaler) -> None:
     c16 = rand((14, 18, 3), np.uint16, seed=1)
     (tmp_path / "in.png").write_bytes(encode_png(c16))
-    assert run(weights, "-i", str(tmp_path / "in.png"), "-o", str(tmp_path / "o")) == 0
+    assert run(weights, "-i", str(tmp_path / "in.png"), "-o", f"{tmp_path / 'o'}/") == 0
     got = read_native(tmp_path / "o" / "in.png")
     assert got.color.dtype == np.uint16 and got.meta.bit_depth == 16
     assert np.array_equal(got.color, up.upscale(c16))
@@ -104,7 +104,7 @@ def test_icc_and_exif_are_copied(tmp_path: Path, weights: Path) -> None:
     )
     for fmt in ("jpg", "png", "webp"):
         assert (
-            run(weights, "-i", str(tmp_path / "photo.jpg"), "-o", str(tmp_path / fmt), "-f", fmt)
+            run(weights, "-i", str(tmp_path / "photo.jpg"), "-o", f"{tmp_path / fmt}/", "-f", fmt)
             == 0
         )
         out = Image.open(next((tmp_path / fmt).iterdir()))
@@ -180,7 +180,7 @@ def test_glob_suffix_and_refusing_to_overwrite_input(
 
 def test_alpha_to_jpeg_fails_cleanly(tmp_path: Path, weights: Path, capsys) -> None:
     Image.fromarray(rand((6, 6, 4), np.uint8)).save(tmp_path / "a.png")
-    assert run(weights, "-i", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "-f", "jpg") == 1
+    assert run(weights, "-i", str(tmp_path / "a.png"), "-o", f"{tmp_path / 'o'}/", "-f", "jpg") == 1
     assert "alpha" in capsys.readouterr().err
     assert not (tmp_path / "o" / "a.jpg").exists()
 
@@ -188,19 +188,19 @@ def test_alpha_to_jpeg_fails_cleanly(tmp_path: Path, weights: Path, capsys) -> N
 def test_exception_mid_write_leaves_no_file(
     tmp_path: Path, weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import sisr.io.image as image_mod
+    import sisr.io.write as write_mod
 
-    real = image_mod._stream_png
+    real = write_mod._stream_png
 
     def broken(f, planes, *args, **kwargs):  # type: ignore[no-untyped-def]
         real(io.BytesIO(), planes, *args, **kwargs)
         f.write(b"\x89PNG partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(image_mod, "_stream_png", broken)
+    monkeypatch.setattr(write_mod, "_stream_png", broken)
     Image.fromarray(rand((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
     out = tmp_path / "out"
-    assert run(weights, "-i", str(tmp_path / "a.png"), "-o", str(out)) == 1
+    assert run(weights, "-i", str(tmp_path / "a.png"), "-o", f"{out}/") == 1
     assert list(out.iterdir()) == []
 
 
@@ -236,7 +236,7 @@ def test_kill_mid_run_leaves_no_partial_output_file(tmp_path: Path, sig: int) ->
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            if any(p.name.startswith(".") for p in out.iterdir()):
+            if any(p.name.startswith(".big.") for p in out.iterdir()):
                 break  # the temporary file exists: writing has started
             time.sleep(0.005)
         assert proc.poll() is None, "finished before it could be interrupted"

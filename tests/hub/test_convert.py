@@ -164,11 +164,23 @@ class _Evil:
         return (os.mkdir, (str(self.marker),))
 
 
-def test_arbitrary_pickle_is_refused(tmp_path: Path) -> None:
+def test_pickled_payload_never_runs(tmp_path: Path) -> None:
+    """A GLOBAL os.mkdir next to the tensors becomes an inert record; the tensors convert."""
     marker = tmp_path / "pwned"
     src = tmp_path / "evil.pt"
-    torch.save({"state_dict": _edsr().state_dict(), "payload": _Evil(marker)}, src)
-    with pytest.raises(WeightsError, match=r"evil\.pt: refused to unpickle.*GLOBAL \w+\.mkdir"):
+    model = _edsr()
+    torch.save({"state_dict": model.state_dict(), "payload": _Evil(marker)}, src)
+    dst = tmp_path / "out.safetensors"
+    convert_checkpoint(src, dst, "edsr-baseline", scale=2, overrides=SMALL_EDSR)
+    assert not marker.exists(), "the pickled payload ran"
+    assert _same_outputs(load_model(dst), model)
+
+
+def test_pickle_without_readable_tensors_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    src = tmp_path / "evil.pt"
+    torch.save({"payload": _Evil(marker), "epoch": 3}, src)
+    with pytest.raises(WeightsError, match=r"evil\.pt: refused: .*\.mkdir.*never runs pickled"):
         convert_checkpoint(src, tmp_path / "out.safetensors", "edsr-baseline", scale=2)
     assert not marker.exists(), "the pickled payload ran"
     assert not (tmp_path / "out.safetensors").exists()

@@ -21,7 +21,7 @@ from sisr.io import (
     write_image,
     write_uint8,
 )
-from sisr.io import image as image_mod
+from sisr.io import write as write_mod
 from tests.corpus import decode_png, encode_png
 
 RNG = np.random.default_rng(7)
@@ -336,7 +336,7 @@ def test_own_encoder_failure_leaves_nothing(
     def boom(*args: object, **kwargs: object) -> bytes:
         raise MemoryError
 
-    monkeypatch.setattr(image_mod, "_encode_png", boom)
+    monkeypatch.setattr(write_mod, "_encode_png", boom)
     with pytest.raises(MemoryError):
         write_image(tmp_path / "x.png", np.zeros((4, 4, 3)), bit_depth=16)
     assert _only(tmp_path) == []

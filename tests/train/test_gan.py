@@ -27,7 +27,8 @@ from sisr.errors import ConfigError
 from sisr.hub.weights import read_tensors
 from sisr.train.config import load_recipe, recipe_from_dict
 from sisr.train.gan import DISCRIMINATOR, SAMPLE_CROP, GANTrainer, load_discriminator
-from sisr.train.loop import CHECKPOINT_DIR, LAST, WEIGHTS, Trainer, train
+from sisr.train.loop import CHECKPOINT_DIR, LAST, WEIGHTS, Trainer
+from sisr.train.run import train
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 LINE = re.compile(r"^iter (\d+)/\d+ loss (\S+)(.*) lr ")

@@ -15,7 +15,8 @@ import yaml
 from sisr.cli.main import main
 from sisr.errors import ConfigError, SisrError
 from sisr.train.config import load_recipe
-from sisr.train.loop import BEST, CHECKPOINT_DIR, LAST, WEIGHTS, Trainer, train
+from sisr.train.loop import BEST, CHECKPOINT_DIR, LAST, WEIGHTS, Trainer
+from sisr.train.run import train
 
 
 def _losses(log: Path) -> dict[int, float]:

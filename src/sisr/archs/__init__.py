@@ -49,7 +49,7 @@ DISCRIMINATORS[SRGANDiscriminator.arch_id] = SRGANDiscriminator
 # (filled in below by explicit imports)
 from sisr.archs.edsr import EDSR, edsr, edsr_baseline  # noqa: E402
 from sisr.archs.rrdbnet import RRDBNet, rrdbnet, vgg128  # noqa: E402
-from sisr.archs.span import SPAN, span, span_s  # noqa: E402
+from sisr.archs.span import SPAN, span, span_s, span_t  # noqa: E402
 from sisr.archs.wdsr import WDSRA, WDSRB, wdsr_a, wdsr_b  # noqa: E402
 
 for _cls in (EDSR, WDSRA, WDSRB, RRDBNet, SPAN):
@@ -63,9 +63,46 @@ PRESETS.update(
         "rrdbnet": rrdbnet,
         "span": span,
         "span-s": span_s,
+        "span-t": span_t,
     }
 )
 DISCRIMINATORS["vgg128"] = vgg128
+
+# --- community networks (what OpenModelDB's users run) ---------------------------
+from sisr.archs.compact import SRVGGNetCompact, compact  # noqa: E402
+from sisr.archs.msrresnet import MSRResNet, msrresnet  # noqa: E402
+
+for _cls in (SRVGGNetCompact, MSRResNet):
+    ARCHS[_cls.arch_id] = _cls
+PRESETS.update({"compact": compact, "msrresnet": msrresnet})
+
+# --- state-dict detection: one small function beside each architecture ------------
+# Each maps a (foreign) state dict to a Match / Miss / None (see sisr.archs._detect).
+# Order only matters for the message when nothing matches; detectors are disjoint.
+from sisr.archs.compact import detect as _detect_compact  # noqa: E402
+from sisr.archs.edsr import detect as _detect_edsr  # noqa: E402
+from sisr.archs.espcn import detect as _detect_espcn  # noqa: E402
+from sisr.archs.fsrcnn import detect as _detect_fsrcnn  # noqa: E402
+from sisr.archs.msrresnet import detect as _detect_msrresnet  # noqa: E402
+from sisr.archs.rrdbnet import detect as _detect_rrdbnet  # noqa: E402
+from sisr.archs.span import detect as _detect_span  # noqa: E402
+from sisr.archs.srcnn import detect as _detect_srcnn  # noqa: E402
+from sisr.archs.srresnet import detect as _detect_srresnet  # noqa: E402
+from sisr.archs.vdsr import detect as _detect_vdsr  # noqa: E402
+from sisr.archs._detect import Detector  # noqa: E402
+
+DETECTORS: dict[str, Detector] = {
+    "rrdbnet": _detect_rrdbnet,
+    "compact": _detect_compact,
+    "span": _detect_span,
+    "edsr": _detect_edsr,
+    "msrresnet": _detect_msrresnet,
+    "srresnet": _detect_srresnet,
+    "fsrcnn": _detect_fsrcnn,
+    "espcn": _detect_espcn,
+    "srcnn": _detect_srcnn,
+    "vdsr": _detect_vdsr,
+}
 
 
 def build(name: str, scale: int, **overrides: Any) -> SRModel:
@@ -80,4 +117,4 @@ def build(name: str, scale: int, **overrides: Any) -> SRModel:
     raise ConfigError(f"unknown model {name!r}; known presets: {known}")
 
 
-__all__ = ["ARCHS", "DISCRIMINATORS", "PRESETS", "ArchInfo", "Discriminator", "SRModel", "build"]
+__all__ = ["ARCHS", "DETECTORS", "DISCRIMINATORS", "PRESETS", "ArchInfo", "Discriminator", "SRModel", "build"]

@@ -55,6 +55,41 @@ def ycbcr_to_rgb(x: Tensor) -> Tensor:
     return _affine(x, _M_INV, None, _OFFSET)
 
 
+# JPEG / JFIF full-range BT.601 (Y, Cb, Cr all on [0, 255], chroma centred at 128), which
+# several published PyTorch re-implementations feed their 3-channel networks.
+_M_FULL = torch.tensor(
+    [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]],
+    dtype=torch.float64,
+)
+_OFFSET_FULL = torch.tensor([0.0, 128.0, 128.0], dtype=torch.float64) / 255.0
+_M_FULL_INV = torch.linalg.inv(_M_FULL)
+
+COLOR_SPACES: tuple[str, ...] = ("rgb", "ycbcr")
+# Nhat-Thanh's SRCNN / FSRCNN / ESPCN / VDSR code feeds full-range YCbCr (not RGB) to its
+# 3-channel networks; the tensors cannot tell, so detection assumes it from the key names.
+YCBCR_NOTE = "3-channel full-range YCbCr input assumed (Nhat-Thanh's code), not RGB"
+
+
+def check_color_space(arch_id: str, color_space: str, y_channel: bool) -> str:
+    """Validate the ``color_space`` hparam of the classic networks."""
+    from sisr.errors import ConfigError
+
+    if color_space not in COLOR_SPACES:
+        raise ConfigError(f"{arch_id}: color_space must be one of {COLOR_SPACES}, got {color_space!r}")
+    if y_channel and color_space != "rgb":
+        raise ConfigError(f"{arch_id}: y_channel=True already implies YCbCr; leave color_space 'rgb'")
+    return color_space
+
+
+def ycbcr_sr(x: Tensor, sr: Callable[[Tensor], Tensor]) -> Tensor:
+    """Run a 3-channel network on full-range (JPEG) YCbCr: RGB -> YCbCr -> sr -> RGB.
+
+    x: (N, 3, H, W) RGB in [0, 1]; ``sr`` maps YCbCr (N, 3, H, W) -> (N, 3, sH, sW).
+    """
+    ycc = _affine(x, _M_FULL, _OFFSET_FULL, None)
+    return _affine(sr(ycc), _M_FULL_INV, None, _OFFSET_FULL)
+
+
 def luma_sr(x: Tensor, scale: int, sr_y: Callable[[Tensor], Tensor]) -> Tensor:
     """Super-resolve RGB through a luma-only network; chroma is upsampled bicubically.
 
@@ -67,4 +102,12 @@ def luma_sr(x: Tensor, scale: int, sr_y: Callable[[Tensor], Tensor]) -> Tensor:
     return ycbcr_to_rgb(torch.cat([y, cbcr], dim=1))
 
 
-__all__ = ["luma_sr", "rgb_to_ycbcr", "ycbcr_to_rgb"]
+__all__ = [
+    "COLOR_SPACES",
+    "YCBCR_NOTE",
+    "check_color_space",
+    "luma_sr",
+    "rgb_to_ycbcr",
+    "ycbcr_sr",
+    "ycbcr_to_rgb",
+]

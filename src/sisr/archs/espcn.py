@@ -10,12 +10,14 @@ The paper worked on Y only: ``y_channel=True`` reproduces that.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from torch import Tensor, nn
 
-from sisr.archs._color import luma_sr
+from sisr.archs._color import YCBCR_NOTE, check_color_space, luma_sr, ycbcr_sr
+from sisr.archs._detect import Detection, Match, Miss, named_chain, shuffle_scale
 from sisr.archs._common import (
     STANDARD_SCALES,
     check_scale,
@@ -46,6 +48,7 @@ class ESPCN(SRModel):
         features: Sequence[int] = (64, 32),
         activation: str = "tanh",
         y_channel: bool = False,
+        color_space: str = "rgb",
     ) -> None:
         super().__init__()
         check_scale(self.arch_id, scale, STANDARD_SCALES)
@@ -68,6 +71,7 @@ class ESPCN(SRModel):
             "features": f,
             "activation": activation,
             "y_channel": self.y_channel,
+            "color_space": check_color_space(self.arch_id, color_space, self.y_channel),
         }
         ch = 1 if self.y_channel else 3
         act = _ACTIVATIONS[activation]
@@ -88,6 +92,8 @@ class ESPCN(SRModel):
         """(N, 3, H, W) RGB -> (N, 3, sH, sW) RGB."""
         if self.y_channel:
             return luma_sr(x, self.scale, self._sr)
+        if self.hparams["color_space"] == "ycbcr":
+            return ycbcr_sr(x, self._sr)
         return self._sr(x)
 
     def info(self) -> ArchInfo:
@@ -108,4 +114,54 @@ def espcn(*, scale: int, **overrides: Any) -> ESPCN:
     return ESPCN(scale=scale, **kw)
 
 
-__all__ = ["ESPCN", "espcn"]
+# Key names of the three convs in the checkpoints people publish.
+LAYOUTS: dict[str, tuple[str, ...]] = {
+    "native": ("body.0", "body.2", "body.4"),
+    "conv_n": ("conv_1", "conv_2", "conv_3"),  # Nhat-Thanh/ESPCN-Pytorch
+    "conv123": ("conv1", "conv2", "conv3"),  # leftthomas/ESPCN and others
+    "yjn870": ("first_part.0", "first_part.2", "last_part.0"),  # yjn870/ESPCN-pytorch
+}
+
+
+def detect(sd: Mapping[str, Tensor]) -> Detection:
+    """Three convs, the last with ``channels * s^2`` outputs (s >= 2): ESPCN at scale s."""
+    found = named_chain(sd, LAYOUTS)
+    if found is None:
+        return None
+    if isinstance(found, Miss):
+        return replace(found, arch=ESPCN.arch_id)
+    layout, convs = found
+    (w1, _), (w2, _), (w3, _) = convs
+    ch = int(w1.shape[1])
+    scale = shuffle_scale(int(w3.shape[0]), ch)
+    if scale is None or scale < 2:
+        if w3.shape[0] == ch:
+            return None  # same channels in and out: SRCNN's shape
+        return Miss(ESPCN.arch_id, layout, f"last conv has {w3.shape[0]} outputs, not {ch}*s^2")
+    if ch not in (1, 3):
+        return Miss(ESPCN.arch_id, layout, f"{ch} input channels (expected 1 for Y or 3 for RGB)")
+    renamed = {
+        f"body.{2 * i}.{p}": sd[f"{name}.{p}"]
+        for i, name in enumerate(LAYOUTS[layout])
+        for p in ("weight", "bias")
+    }
+    return Match(
+        ESPCN.arch_id,
+        {
+            "kernels": [int(w.shape[-1]) for w in (w1, w2, w3)],
+            "features": [int(w1.shape[0]), int(w2.shape[0])],
+            "activation": "tanh",
+            "y_channel": ch == 1,
+            "color_space": "ycbcr" if layout == "conv_n" and ch == 3 else "rgb",
+        },
+        renamed,
+        layout,
+        scale=scale,
+        notes=(
+            "activation assumed tanh (the paper's; not readable from the tensors)",
+            *((YCBCR_NOTE,) if layout == "conv_n" and ch == 3 else ()),
+        ),
+    )
+
+
+__all__ = ["LAYOUTS", "ESPCN", "detect", "espcn"]

@@ -5,10 +5,12 @@ Loy, "ESRGAN: Enhanced Super-Resolution Generative Adversarial Networks", ECCV W
 Generator: conv -> ``num_block`` residual-in-residual dense blocks (three 5-conv dense
 blocks, each scaled by 0.2 and added back, the triple scaled by 0.2 and added back) -> conv,
 with a long skip; then two (nearest x2 upsample -> conv -> LeakyReLU 0.2) stages, a conv +
-LeakyReLU and the output conv. No batch norm. That is x4; x2 follows Real-ESRGAN
-(Wang et al., ICCVW 2021): the input is pixel-unshuffled by 2 (3 -> 12 channels, half the
-size) and the same x4 trunk runs on it, so x2 inputs need even height and width
-(``size_multiple=2``). Scale 1 (unshuffle by 4) is not offered: it is not super-resolution.
+LeakyReLU and the output conv. No batch norm. That is x4 (x8: three upsampling stages,
+``conv_up3``); x2 and x1 follow Real-ESRGAN (Wang et al., ICCVW 2021): the input is
+pixel-unshuffled by 2 (3 -> 12 channels, half the size) or 4 (48 channels) and the same x4
+trunk runs on it, so inputs need height and width multiples of 2 / 4 (``size_multiple``).
+``unshuffle`` overrides that choice (e.g. ``unshuffle=1`` at x2 is an old ESRGAN x2 model
+with one upsampling stage).
 
 Parameter names are BasicSR's (``conv_first``, ``body.{i}.rdb{1,2,3}.conv{1..5}``,
 ``conv_body``, ``conv_up1``, ``conv_up2``, ``conv_hr``, ``conv_last``), so BasicSR and
@@ -24,12 +26,16 @@ Input must be exactly 128x128 (or 256x256 with ``input_size=256``, one more stag
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from sisr.archs._blocks import phase_radius, positive_int, through_unshuffle
 from sisr.archs._common import Span, check_scale, through_conv, through_shuffle
+from sisr.archs._detect import Detection, Match, Miss, few, indices, rename
 from sisr.archs.base import ArchInfo, Discriminator, SRModel
 from sisr.errors import ConfigError
 
@@ -38,7 +44,10 @@ PAPER = (
     "Super-Resolution Generative Adversarial Networks, ECCV Workshops 2018"
 )
 
-SCALES: tuple[int, ...] = (2, 4)
+# x1 last, so that probes that take the first scale pick a super-resolution one.
+SCALES: tuple[int, ...] = (2, 4, 8, 1)
+# Real-ESRGAN's pixel-unshuffle factor by scale (the trunk always upsamples x4 or more).
+_DEFAULT_UNSHUFFLE = {1: 4, 2: 2, 4: 1, 8: 1}
 
 
 class ResidualDenseBlock(nn.Module):
@@ -89,13 +98,27 @@ class RRDBNet(SRModel):
     arch_id = "rrdbnet"
 
     def __init__(
-        self, scale: int = 4, num_feat: int = 64, num_block: int = 23, num_grow_ch: int = 32
+        self,
+        scale: int = 4,
+        num_feat: int = 64,
+        num_block: int = 23,
+        num_grow_ch: int = 32,
+        unshuffle: int | None = None,
     ) -> None:
         super().__init__()
         check_scale(self.arch_id, scale, SCALES)
         positive_int(self.arch_id, "num_feat", num_feat)
         positive_int(self.arch_id, "num_block", num_block, minimum=0)
         positive_int(self.arch_id, "num_grow_ch", num_grow_ch)
+        # Pixel unshuffle turns x2 into the x4 problem on a half-size, 12-channel input.
+        self.unshuffle = _DEFAULT_UNSHUFFLE[scale] if unshuffle is None else int(unshuffle)
+        ups = math.log2(scale * self.unshuffle)
+        if self.unshuffle not in (1, 2, 4) or ups != int(ups) or not 1 <= ups <= 4:
+            raise ConfigError(
+                f"rrdbnet: unshuffle {unshuffle} does not fit scale {scale} "
+                "(scale * unshuffle must be 2, 4, 8 or 16)"
+            )
+        self.num_up = int(ups)
         self.scale = scale
         self.num_block = num_block
         self.hparams = {
@@ -104,14 +127,14 @@ class RRDBNet(SRModel):
             "num_block": num_block,
             "num_grow_ch": num_grow_ch,
         }
-        # Pixel unshuffle turns x2 into the x4 problem on a half-size, 12-channel input.
-        self.unshuffle = 2 if scale == 2 else 1
+        if unshuffle is not None and self.unshuffle != _DEFAULT_UNSHUFFLE[scale]:
+            self.hparams["unshuffle"] = self.unshuffle
         in_ch = 3 * self.unshuffle**2
         self.conv_first = nn.Conv2d(in_ch, num_feat, 3, padding=1)
         self.body = nn.Sequential(*(RRDB(num_feat, num_grow_ch) for _ in range(num_block)))
         self.conv_body = nn.Conv2d(num_feat, num_feat, 3, padding=1)
-        self.conv_up1 = nn.Conv2d(num_feat, num_feat, 3, padding=1)
-        self.conv_up2 = nn.Conv2d(num_feat, num_feat, 3, padding=1)
+        for i in range(1, self.num_up + 1):
+            self.add_module(f"conv_up{i}", nn.Conv2d(num_feat, num_feat, 3, padding=1))
         self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, padding=1)
         self.conv_last = nn.Conv2d(num_feat, 3, 3, padding=1)
         self.lrelu = nn.LeakyReLU(0.2, inplace=True)
@@ -127,15 +150,16 @@ class RRDBNet(SRModel):
             x = F.pixel_unshuffle(x, self.unshuffle)
         feat = self.conv_first(x)
         feat = feat + self.conv_body(self.body(feat))
-        feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")))
-        feat = self.lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")))
+        for i in range(1, self.num_up + 1):
+            up = F.interpolate(feat, scale_factor=2, mode="nearest")
+            feat = self.lrelu(getattr(self, f"conv_up{i}")(up))
         return self.conv_last(self.lrelu(self.conv_hr(feat)))
 
     def _walk(self, span: Span) -> Span:
         """Output span -> LR span, last layer first (see :mod:`sisr.archs._common`)."""
-        span = through_conv(span, 3)  # conv_up2, conv_hr, conv_last
-        span = through_conv(through_shuffle(span, 2), 1)  # nearest x2, conv_up1
-        span = through_shuffle(span, 2)  # nearest x2
+        span = through_conv(span, 2)  # conv_hr, conv_last
+        for _ in range(self.num_up):
+            span = through_shuffle(through_conv(span, 1), 2)  # conv_upK, nearest x2
         # conv_body + 5 chained convs per dense block, 3 blocks per RRDB, + conv_first
         span = through_conv(span, 1 + 15 * self.num_block + 1)
         if self.unshuffle > 1:
@@ -161,6 +185,86 @@ def rrdbnet(*, scale: int, **overrides: object) -> RRDBNet:
     kw: dict[str, object] = {"num_feat": 64, "num_block": 23, "num_grow_ch": 32}
     kw.update(overrides)
     return RRDBNet(scale=scale, **kw)  # type: ignore[arg-type]
+
+
+def _old_arch_rules(sd: Mapping[str, Tensor]) -> list[tuple[str, str]] | str:
+    """Rules for the original ESRGAN repo's one ``model`` Sequential, any number of ups.
+
+    model.0 conv_first; model.1.sub.i.RDBj.convk.0 the blocks; model.1.sub.n conv_body;
+    then every conv after model.1 in order: the upsampling convs, conv_hr, conv_last
+    (the indices between are Upsample / LeakyReLU layers without tensors).
+    """
+    n = len(indices(sd, r"model\.1\.sub\.(\d+)\.RDB"))
+    later = [i for i in indices(sd, r"model\.(\d+)\.weight$") if i > 1]
+    if len(later) < 3:
+        return "fewer than three convs after the trunk (upsampling, conv_hr, conv_last)"
+    rules = [
+        (r"model\.0\.(weight|bias)", r"conv_first.\1"),
+        (r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)", r"body.\1.rdb\2.conv\3.\4"),
+        (rf"model\.1\.sub\.{n}\.(weight|bias)", r"conv_body.\1"),
+    ]
+    for k, i in enumerate(later[:-2], start=1):
+        rules.append((rf"model\.{i}\.(weight|bias)", rf"conv_up{k}.\1"))
+    rules.append((rf"model\.{later[-2]}\.(weight|bias)", r"conv_hr.\1"))
+    rules.append((rf"model\.{later[-1]}\.(weight|bias)", r"conv_last.\1"))
+    return rules
+
+
+# BSRGAN / RealSR naming (RRDB_trunk, trunk_conv, upconvK, HRconv).
+_BSRGAN_RULES = [
+    (r"RRDB_trunk\.(\d+)\.RDB(\d)\.conv(\d)\.(weight|bias)", r"body.\1.rdb\2.conv\3.\4"),
+    (r"trunk_conv\.(weight|bias)", r"conv_body.\1"),
+    (r"upconv(\d)\.(weight|bias)", r"conv_up\1.\2"),
+    (r"HRconv\.(weight|bias)", r"conv_hr.\1"),
+    (r"(conv_first|conv_last)\.(weight|bias)", r"\1.\2"),
+]
+
+
+def detect(sd: Mapping[str, Tensor]) -> Detection:
+    """RRDBNet in BasicSR / Real-ESRGAN, original ESRGAN ("old arch") or BSRGAN naming.
+
+    num_feat, num_block, num_grow_ch from the shapes; the pixel unshuffle from the first
+    conv's input channels (3, 12, 48); the scale from it and the number of upsampling
+    convs: scale = 2^ups / unshuffle.
+    """
+    if "model.0.weight" in sd and "model.1.sub.0.RDB1.conv1.0.weight" in sd:
+        layout = "esrgan-old"
+        rules = _old_arch_rules(sd)
+        if isinstance(rules, str):
+            return Miss(RRDBNet.arch_id, layout, rules)
+    elif "RRDB_trunk.0.RDB1.conv1.weight" in sd:
+        layout, rules = "bsrgan", _BSRGAN_RULES
+    elif "conv_first.weight" in sd and "body.0.rdb1.conv1.weight" in sd:
+        layout, rules = "basicsr", [(r"(.*)", r"\1")]
+    else:
+        if any(".conv1x1." in k for k in sd) and "model.0.weight" in sd:
+            return Miss(RRDBNet.arch_id, "esrgan-plus", "ESRGAN+ (conv1x1 in the dense blocks)")
+        return None
+    renamed, left = rename(sd, rules)
+    if left:
+        return Miss(RRDBNet.arch_id, layout, f"unexpected tensors {few(left)}")
+    first, last = renamed.get("conv_first.weight"), renamed.get("conv_last.weight")
+    if first is None or last is None or "body.0.rdb1.conv1.weight" not in renamed:
+        return Miss(RRDBNet.arch_id, layout, "conv_first, conv_last or the first block is missing")
+    in_ch, out_ch = int(first.shape[1]), int(last.shape[0])
+    unshuffle = {3: 1, 12: 2, 48: 4}.get(in_ch)
+    if out_ch != 3 or unshuffle is None:
+        return Miss(
+            RRDBNet.arch_id, layout, f"{in_ch} -> {out_ch} channels (sisr runs RGB models only)"
+        )
+    ups = len(indices(renamed, r"conv_up(\d)\.weight$"))
+    scale_f = 2**ups / unshuffle
+    if scale_f not in SCALES:
+        return Miss(RRDBNet.arch_id, layout, f"{ups} upsampling convs with unshuffle {unshuffle}")
+    scale = int(scale_f)
+    hp: dict[str, object] = {
+        "num_feat": int(first.shape[0]),
+        "num_block": len(indices(renamed, r"body\.(\d+)\.rdb1\.conv1\.weight$")),
+        "num_grow_ch": int(renamed["body.0.rdb1.conv1.weight"].shape[0]),
+    }
+    if unshuffle != _DEFAULT_UNSHUFFLE[scale]:
+        hp["unshuffle"] = unshuffle
+    return Match(RRDBNet.arch_id, hp, renamed, layout, scale)
 
 
 class VGGStyleDiscriminator(Discriminator):
@@ -221,6 +325,7 @@ __all__ = [
     "RRDBNet",
     "ResidualDenseBlock",
     "VGGStyleDiscriminator",
+    "detect",
     "rrdbnet",
     "vgg128",
 ]

@@ -12,12 +12,14 @@ Presets: ``srcnn`` = 9-5-5 (64, 32 filters, the TPAMI paper's best), ``srcnn-915
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from torch import Tensor, nn
 
-from sisr.archs._color import luma_sr
+from sisr.archs._color import YCBCR_NOTE, check_color_space, luma_sr, ycbcr_sr
+from sisr.archs._detect import Detection, Match, Miss, named_chain
 from sisr.archs._common import (
     STANDARD_SCALES,
     bicubic_upsample,
@@ -44,6 +46,7 @@ class SRCNN(SRModel):
         kernels: Sequence[int] = (9, 5, 5),
         features: Sequence[int] = (64, 32),
         y_channel: bool = False,
+        color_space: str = "rgb",
     ) -> None:
         super().__init__()
         check_scale(self.arch_id, scale, STANDARD_SCALES)
@@ -56,7 +59,13 @@ class SRCNN(SRModel):
         self.scale = scale
         self.y_channel = bool(y_channel)
         self.kernels = k
-        self.hparams = {"scale": scale, "kernels": k, "features": f, "y_channel": self.y_channel}
+        self.hparams = {
+            "scale": scale,
+            "kernels": k,
+            "features": f,
+            "y_channel": self.y_channel,
+            "color_space": check_color_space(self.arch_id, color_space, self.y_channel),
+        }
         ch = 1 if self.y_channel else 3
         self.body = nn.Sequential(
             nn.Conv2d(ch, f[0], k[0], padding=k[0] // 2),
@@ -74,6 +83,8 @@ class SRCNN(SRModel):
         """(N, 3, H, W) RGB -> (N, 3, sH, sW) RGB."""
         if self.y_channel:
             return luma_sr(x, self.scale, self._sr)
+        if self.hparams["color_space"] == "ycbcr":
+            return ycbcr_sr(x, self._sr)
         return self._sr(x)
 
     def info(self) -> ArchInfo:
@@ -100,4 +111,57 @@ def srcnn_915(*, scale: int, **overrides: Any) -> SRCNN:
     return SRCNN(scale=scale, **kw)
 
 
-__all__ = ["SRCNN", "srcnn", "srcnn_915"]
+# Key names of the three convs in the checkpoints people publish.
+LAYOUTS: dict[str, tuple[str, ...]] = {
+    "native": ("body.0", "body.2", "body.4"),
+    "conv123": ("conv1", "conv2", "conv3"),  # yjn870/SRCNN-pytorch and its many forks
+    "nhatthanh": ("patch_extraction", "nonlinear_map", "recon"),  # Nhat-Thanh/SRCNN-Pytorch
+}
+
+
+def detect(sd: Mapping[str, Tensor]) -> Detection:
+    """Three convs whose output has the input's channels (1: Y, 3: RGB); scale not fixed."""
+    found = named_chain(sd, LAYOUTS)
+    if found is None:
+        return None
+    if isinstance(found, Miss):
+        return replace(found, arch=SRCNN.arch_id)
+    layout, convs = found
+    (w1, _), (w2, _), (w3, _) = convs
+    ch = w1.shape[1]
+    if w3.shape[0] != ch:
+        return None  # more outputs than inputs: a sub-pixel network (ESPCN), not SRCNN
+    if ch not in (1, 3):
+        return Miss(SRCNN.arch_id, layout, f"{ch} input channels (expected 1 for Y or 3 for RGB)")
+    kernels = [int(w.shape[-1]) for w in (w1, w2, w3)]
+    if layout == "native" and kernels == [3, 3, 3]:
+        return None  # three 3x3 convs under sisr's names: a depth-3 VDSR, not SRCNN
+    if any(k % 2 == 0 or w.shape[-2] != k for k, w in zip(kernels, (w1, w2, w3), strict=True)):
+        return Miss(SRCNN.arch_id, layout, f"kernels {kernels} are not square and odd")
+    renamed = {
+        f"body.{2 * i}.{p}": sd[f"{name}.{p}"]
+        for i, name in enumerate(LAYOUTS[layout])
+        for p in ("weight", "bias")
+    }
+    notes = ()
+    if layout == "nhatthanh":
+        notes = (
+            "trained with unpadded convs; sisr zero-pads, so the outer pixels differ",
+            YCBCR_NOTE,
+        )
+    return Match(
+        SRCNN.arch_id,
+        {
+            "kernels": kernels,
+            "features": [int(w1.shape[0]), int(w2.shape[0])],
+            "y_channel": ch == 1,
+            "color_space": "ycbcr" if layout == "nhatthanh" and ch == 3 else "rgb",
+        },
+        renamed,
+        layout,
+        scale=None,  # it works on a bicubic-upsampled input: any scale
+        notes=notes,
+    )
+
+
+__all__ = ["LAYOUTS", "SRCNN", "detect", "srcnn", "srcnn_915"]

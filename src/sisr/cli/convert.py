@@ -1,4 +1,8 @@
-"""``sisr convert IN OUT --arch NAME``: foreign checkpoint -> self-describing sisr weights."""
+"""``sisr convert IN OUT [--arch NAME]``: foreign checkpoint -> self-describing sisr weights.
+
+Without ``--arch`` the architecture, hyper-parameters and scale are detected from the
+tensors (:mod:`sisr.hub.detect`).
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "convert",
         help="convert a foreign checkpoint (.pt/.pth/.safetensors) to sisr weights",
         description=(
-            "Read a PyTorch checkpoint (tensors only: torch.load(weights_only=True), never "
-            "arbitrary unpickling) or a safetensors file; unwrap BasicSR params_ema/params, "
+            "Read a PyTorch checkpoint (tensors only: no code from the file ever runs; whole-model "
+            "pickles are read as inert records) or a safetensors file; unwrap BasicSR params_ema/params, "
             "state_dict/model wrappers and module. prefixes; rename known foreign key layouts; "
-            "build the preset, load strictly and save a sisr .safetensors weights file."
+            "detect the architecture (or build --arch), load strictly and save a sisr "
+            ".safetensors weights file."
         ),
     )
     p.add_argument("input", help="foreign checkpoint file")
     p.add_argument("output", help="output .safetensors file")
-    p.add_argument("--arch", required=True, help="preset (edsr-baseline) or architecture id")
+    p.add_argument(
+        "--arch",
+        default=None,
+        help="preset (edsr-baseline) or architecture id (default: detected from the tensors)",
+    )
     p.add_argument(
         "--scale", type=int, default=None, help="upscaling factor (default: inferred from shapes)"
     )
@@ -41,17 +50,24 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from sisr.archs.complexity import count_params
-    from sisr.hub.convert import convert_checkpoint, parse_overrides
+    from sisr.errors import ConfigError
+    from sisr.hub.convert import convert_checkpoint, convert_detected, parse_overrides
 
-    result = convert_checkpoint(
-        args.input,
-        args.output,
-        args.arch,
-        scale=args.scale,
-        overrides=parse_overrides(args.overrides),
-        layout=args.layout,
-        dtype=torch.float16 if args.fp16 else None,
-    )
+    dtype = torch.float16 if args.fp16 else None
+    if args.arch is None:
+        if args.overrides or args.layout:
+            raise ConfigError("--set and --layout need --arch (detection reads them from the file)")
+        result = convert_detected(args.input, args.output, scale=args.scale, dtype=dtype)
+    else:
+        result = convert_checkpoint(
+            args.input,
+            args.output,
+            args.arch,
+            scale=args.scale,
+            overrides=parse_overrides(args.overrides),
+            layout=args.layout,
+            dtype=dtype,
+        )
     model = result.model
     print(
         f"{args.input} -> {args.output}: {model.arch_id} x{model.scale}, "

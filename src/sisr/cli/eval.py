@@ -98,17 +98,28 @@ def _safe_label(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", label) or "model"
 
 
-def _load_models(names: list[str], device: str) -> list[tuple[str, ModelLike]]:
+def _load_models(
+    names: list[str], device: str, scales: list[int] | None = None
+) -> list[tuple[str, ModelLike]]:
     from sisr.evaluate.runner import bicubic_scale
 
     models: list[tuple[str, ModelLike]] = []
     for name in names:
         if bicubic_scale(name) is not False:
             models.append((name, name))
-        else:
-            from sisr.hub import load_model
+            continue
+        from sisr.hub import load_model
+        from sisr.hub.weights import is_sisr_weights
 
-            models.append((name, load_model(name, device=device)))
+        if Path(name).is_file() and not is_sisr_weights(name) and scales:
+            # A foreign file (.pth): SRCNN / VDSR / FSRCNN files do not store their scale,
+            # so it comes from --scale; with several, the runner loads one per scale.
+            if len(scales) > 1:
+                models.append((name, name))
+                continue
+            models.append((name, load_model(name, device=device, scale=scales[0])))
+            continue
+        models.append((name, load_model(name, device=device)))
     return models
 
 
@@ -140,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     if args.save_images is not None:
         _check_writable("--save-images", args.save_images, folder=True)
     device = _device(args.device)
-    models = _load_models(args.model, device)
+    models = _load_models(args.model, device, args.scale)
     plan = [(label, m, _scales_for(m, args.scale)) for label, m in models]
     results: dict[tuple[int, int, int], EvalResult] = {}
     total = sum(len(scales) for _, _, scales in plan) * len(args.data)

@@ -17,7 +17,17 @@ from sisr import __version__
 from sisr.errors import SisrError
 
 # Explicit list (no discovery): module names under sisr.cli.
-COMMANDS: tuple[str, ...] = ("models", "convert", "data", "train", "eval", "compare", "upscale")
+COMMANDS: tuple[str, ...] = (
+    "models",
+    "convert",
+    "data",
+    "train",
+    "eval",
+    "compare",
+    "upscale",
+    "serve",
+    "export",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

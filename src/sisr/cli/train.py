@@ -66,7 +66,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from sisr.losses import check_loss_requirements
     from sisr.train.config import load_recipe
-    from sisr.train.loop import train
+    from sisr.train.run import train
 
     recipe_path: Path | None = args.recipe
     if recipe_path is None:

@@ -32,7 +32,15 @@ def register(subparsers: Any) -> None:
         ),
     )
     p.add_argument("-i", "--input", required=True, help="image file, folder or glob pattern")
-    p.add_argument("-o", "--output", required=True, help="output file or folder")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output file or folder: an existing folder or a name ending in / is a folder; "
+        "with one input file, a name with an image suffix (.png .jpg .webp .tif .bmp) is "
+        "the output file; anything else is an error. The output folder is checked for "
+        "writing before any image is computed, and is never read as input",
+    )
     p.add_argument(
         "-n",
         "--model",
@@ -83,6 +91,20 @@ def register(subparsers: Any) -> None:
         default="bicubic",
         help="how to upscale an alpha channel (default bicubic)",
     )
+    p.add_argument(
+        "--runtime",
+        choices=["torch", "onnxruntime"],
+        default="torch",
+        help="run the network with PyTorch (default) or onnxruntime (CPU; -n takes an .onnx "
+        "file from `sisr export` or any model, exported in memory; needs .[onnx])",
+    )
+    p.add_argument(
+        "--png-level",
+        type=int,
+        default=None,
+        metavar="L",
+        help="zlib level for PNG output, 0-9 (default 1: fast; 9: smallest files)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -91,12 +113,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from sisr.infer import Upscaler, parse_tile
-    from sisr.infer.runner import dist_env, plan_jobs, shard
+    from sisr.infer.runner import dist_env, plan_jobs, prepare_outputs, shard
 
     if args.batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {args.batch}")
     if not 1 <= args.quality <= 100:
         raise ConfigError(f"--quality must be in 1..100, got {args.quality}")
+    if args.png_level is not None and not 0 <= args.png_level <= 9:
+        raise ConfigError(f"--png-level must be in 0..9, got {args.png_level}")
     tile = parse_tile(args.tile)
     rank, world, local_rank, local_world = dist_env()
     device = args.device
@@ -110,20 +134,47 @@ def run(args: argparse.Namespace) -> int:
     jobs = shard(
         plan_jobs(args.input, args.output, fmt=args.format, suffix=args.suffix), rank, world
     )
-    up = Upscaler.from_name(
-        args.model,
-        scale=args.scale,
-        device=device,
+    prepare_outputs(jobs)  # unwritable output fails now, not after the first image
+    options = dict(
         precision=args.precision,
         tile=tile,
         tile_pad=args.tile_pad,
         tta=args.tta,
         alpha=args.alpha,
         batch=args.batch,
-        progress=not args.quiet,
     )
+    if args.runtime == "onnxruntime":
+        up = _onnx_upscaler(args, device, options)
+    else:
+        up = Upscaler.from_name(
+            args.model, scale=args.scale, device=device, progress=not args.quiet, **options
+        )
     with _sigterm_as_interrupt():
         return _run_jobs(args, up, jobs, rank, world)
+
+
+def _onnx_upscaler(args: argparse.Namespace, device: str, options: dict[str, Any]) -> Any:
+    """An Upscaler whose network is an onnxruntime session (CPU, fp32): same tiling, alpha,
+    16-bit and batch path as PyTorch."""
+    from pathlib import Path
+
+    from sisr.export.ort import load_onnx
+    from sisr.infer import Upscaler
+
+    if device not in ("auto", "cpu"):
+        raise ConfigError(f"--runtime onnxruntime runs on the CPU; got --device {device}")
+    if options["precision"] not in ("auto", "fp32"):
+        raise ConfigError("--runtime onnxruntime runs fp32 (export with --fp16 for fp16 weights)")
+    net = load_onnx(args.model, scale=args.scale)
+    label = Path(args.model).stem if Path(args.model).suffix else args.model
+    # NCHW: onnxruntime takes contiguous arrays, a channels-last tensor would be copied.
+    return Upscaler(
+        net,
+        device="cpu",
+        channels_last=False,
+        name=f"{label} (onnxruntime)",
+        **{**options, "precision": "fp32"},
+    )
 
 
 @contextlib.contextmanager
@@ -158,6 +209,7 @@ def _run_jobs(args: argparse.Namespace, up: Any, jobs: list[Any], rank: int, wor
         fmt=args.format,
         quality=args.quality,
         progress=show,
+        png_level=args.png_level,
     )
     print(f"sisr upscale: {who}{summary.line()}", file=sys.stderr)
     return 0 if summary.ok else 1

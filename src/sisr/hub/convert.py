@@ -84,14 +84,39 @@ def read_foreign_state_dict(path: str | Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         detail = _unpickling_detail(str(exc))
-        if "GLOBAL" in detail:
+        if "GLOBAL" not in detail:
             raise WeightsError(
-                f"{path}: refused to unpickle: the checkpoint holds objects other than tensors "
-                f"and plain containers, and sisr never runs pickled code ({detail})"
+                f"{path}: not a readable PyTorch checkpoint (the pickle data is damaged or "
+                f"not a checkpoint: {detail})"
             ) from exc
-        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({detail})") from exc
     except Exception as exc:  # zip/pickle corruption surfaces as many error types
         raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+    # Objects other than tensors (a whole pickled model, a payload): read them as inert
+    # records, which runs nothing from the file, and keep what is made of tensors.
+    from sisr.hub.unpickle import classes_in, load_inert, plain
+
+    raw = load_inert(path)
+    content = plain(raw)
+    if not _holds_tensors(content):
+        names = ", ".join(dict.fromkeys(classes_in(raw))) or "none"
+        raise WeightsError(
+            f"{path}: refused: the checkpoint holds pickled objects ({names}) and no tensors "
+            "that can be read without running its code (sisr never runs pickled code; "
+            f"{detail})"
+        )
+    return content
+
+
+def _holds_tensors(obj: Any, depth: int = 0) -> bool:
+    if isinstance(obj, Tensor):
+        return True
+    if depth > 8:
+        return False
+    if isinstance(obj, Mapping):
+        return any(_holds_tensors(v, depth + 1) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return any(_holds_tensors(v, depth + 1) for v in obj)
+    return False
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -433,6 +458,42 @@ def convert_checkpoint(
     return result
 
 
+def convert_detected(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    scale: int | None = None,
+    dtype: torch.dtype | None = None,
+) -> ConversionResult:
+    """Like :func:`convert_checkpoint`, with the architecture detected from the tensors.
+
+    The metadata records the detected key layout, the scale's origin and every
+    hyper-parameter that had to be assumed (``extra.detected``).
+    """
+    from sisr.hub.detect import describe, detect_raw
+    from sisr.hub.download import sha256_file
+
+    src = Path(src)
+    if src.exists() and Path(dst).exists() and src.samefile(dst):
+        raise WeightsError(f"{dst}: is the input checkpoint; choose another output file")
+    raw = read_foreign_state_dict(src)
+    found = detect_raw(raw, scale=scale, name=str(src), source=str(src))
+    save_weights(
+        found.model,
+        dst,
+        dtype=dtype,
+        extra={
+            "converted_from": src.name,
+            "source_sha256": sha256_file(src),
+            "key_layout": found.match.layout,
+            "detected": describe(found),
+        },
+    )
+    return ConversionResult(
+        model=found.model, layout=found.match.layout, num_tensors=len(found.match.state_dict)
+    )
+
+
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     """``["num_blocks=32", "res_scale=0.1"]`` -> dict; values parsed as JSON when possible."""
     import json
@@ -458,6 +519,7 @@ __all__ = [
     "Layout",
     "apply_layout",
     "convert_checkpoint",
+    "convert_detected",
     "convert_state_dict",
     "detect_layout",
     "infer_scale",

@@ -28,6 +28,7 @@ wrongly-shaped tensor is an error listing all of them.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 from collections.abc import Mapping
@@ -39,6 +40,13 @@ from torch import nn
 
 from sisr.archs.base import SRModel
 from sisr.errors import WeightsError
+from sisr.hub.validate import (
+    check_finite,
+    check_hparam_ranges,
+    check_layout,
+    not_safetensors_error,
+    read_header,
+)
 from sisr.io.atomic import atomic_path
 
 FORMAT = "sisr.weights"
@@ -172,7 +180,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
     except Exception as exc:  # safetensors raises its own error types for bad headers
-        raise WeightsError(f"{path}: not a valid safetensors file ({exc})") from exc
+        raise not_safetensors_error(path, exc) from exc
     return {k: _decode(v) for k, v in raw.items()}
 
 
@@ -186,7 +194,7 @@ def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path), device="cpu")
     except Exception as exc:  # truncated data, bad header, unknown dtype...
-        raise WeightsError(f"{path}: not a valid safetensors file ({exc})") from exc
+        raise not_safetensors_error(path, exc) from exc
 
 
 def state_dict_mismatches(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
@@ -231,8 +239,14 @@ def load_state_dict_strict(
     target.load_state_dict(cast, strict=True)
 
 
-def model_from_metadata(meta: Mapping[str, Any], *, source: str) -> SRModel:
-    """Build the (randomly initialised) network described by a weights file's metadata."""
+def model_from_metadata(
+    meta: Mapping[str, Any], *, source: str, device: str | torch.device | None = None
+) -> SRModel:
+    """Build the (randomly initialised) network described by a weights file's metadata.
+
+    hparams are range-checked first; ``device="meta"`` builds it without allocating, to
+    compare with the file's tensors (:func:`sisr.hub.validate.check_layout`).
+    """
     from sisr.archs import ARCHS
 
     if meta.get("format") != FORMAT or "arch" not in meta:
@@ -253,9 +267,11 @@ def model_from_metadata(meta: Mapping[str, Any], *, source: str) -> SRModel:
     hparams = meta.get("hparams")
     if not isinstance(hparams, dict):
         raise WeightsError(f"{source}: metadata 'hparams' is not an object")
+    check_hparam_ranges(hparams, source=source)
     try:
-        return ARCHS[arch](**hparams)
-    except (TypeError, ValueError) as exc:
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            return ARCHS[arch](**hparams)
+    except (TypeError, ValueError, RuntimeError, MemoryError, NotImplementedError) as exc:
         raise WeightsError(
             f"{source}: cannot build {arch!r} from hparams {hparams}: {exc}"
         ) from exc
@@ -265,8 +281,13 @@ def load_weights_file(path: str | Path) -> SRModel:
     """Rebuild and strictly load the model stored in a sisr weights file (CPU, float32)."""
     path = Path(path)
     meta = read_metadata(path)
+    # Nothing the metadata asks for is allocated before it matches the file's tensors.
+    skeleton = model_from_metadata(meta, source=str(path), device="meta")
+    check_layout(unwrap_model(skeleton).state_dict(), read_header(path), source=str(path))
     model = model_from_metadata(meta, source=str(path))
-    load_state_dict_strict(model, read_tensors(path), source=str(path))
+    tensors = read_tensors(path)
+    check_finite(tensors, source=str(path))
+    load_state_dict_strict(model, tensors, source=str(path))
     return model
 
 
@@ -318,6 +339,21 @@ def resolve_weights(name_or_path: str | Path, *, progress: bool = True) -> Path 
     )
 
 
+def is_sisr_weights(path: str | Path) -> bool:
+    """True for a safetensors file with sisr metadata (anything else is a foreign file)."""
+    try:
+        return read_metadata(path).get("format") == FORMAT
+    except WeightsError:
+        return False
+
+
+def _load_foreign(path: Path, scale: int | None) -> SRModel:
+    """A .pth / .pt / foreign safetensors file: architecture detected from its tensors."""
+    from sisr.hub.detect import load_detected
+
+    return load_detected(path, scale=scale).model
+
+
 def load_model(
     name_or_path: str | Path,
     *,
@@ -356,7 +392,7 @@ def load_model(
             )
         model = PRESETS["bicubic"](scale=chosen)
     else:
-        model = load_weights_file(path)
+        model = load_weights_file(path) if is_sisr_weights(path) else _load_foreign(path, scale)
         if scale is not None and int(model.scale) != int(scale):
             raise WeightsError(
                 f"{path}: weights are for x{model.scale}, but x{scale} was requested"
@@ -373,6 +409,7 @@ __all__ = [
     "export_state_dict",
     "load_model",
     "load_state_dict_strict",
+    "is_sisr_weights",
     "load_weights_file",
     "model_from_metadata",
     "read_metadata",

@@ -15,9 +15,11 @@ pending on each side, so memory stays bounded).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,6 +36,11 @@ FORMAT_SUFFIX: dict[str, str] = {"png": ".png", "jpg": ".jpg", "webp": ".webp", 
 # Input suffixes we also write (same format out); anything else becomes PNG.
 _WRITABLE = {".png", ".jpg", ".jpeg", ".jpe", ".webp", ".bmp", ".tif", ".tiff"}
 _GLOB_CHARS = set("*?[")
+OUTPUT_RULE = (
+    "an existing folder or a name ending in / is a folder; with one input file, a name "
+    "with an image suffix (.png .jpg .webp .tif .bmp) is the output file; anything else "
+    "is an error"
+)
 _SAME_FORMAT = {
     "png": {".png"},
     "jpg": {".jpg", ".jpeg", ".jpe"},
@@ -68,28 +75,64 @@ def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def collect_inputs(spec: str | os.PathLike[str]) -> tuple[list[Path], Path | None]:
+def collect_inputs(
+    spec: str | os.PathLike[str],
+    *,
+    exclude: Path | None = None,
+    exclude_suffix: str = "",
+) -> tuple[list[Path], Path | None]:
     """The image files named by ``spec`` and the root their relative paths are taken from
     (``None`` for a single file). Hidden files (our own temporaries among them) are skipped.
+
+    A folder or glob scan also skips everything under ``exclude`` (the output folder: when
+    it lies inside the input folder, the next run must not upscale its own outputs again)
+    and files whose stem ends with ``exclude_suffix`` (the ``--suffix`` our runs add).
     """
     text = os.fspath(spec)
     path = Path(text)
     if path.is_file():
         return [path], None
     if path.is_dir():
+        skip = _excluder(path, exclude, exclude_suffix)
         files = sorted(
             p
             for p in path.rglob("*")
             if p.is_file()
             and is_image_name(p)
             and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            and not skip(p)
         )
         return files, path
     if _GLOB_CHARS & set(text):
+        skip = _excluder(_glob_root(text), exclude, exclude_suffix)
         files = sorted(Path(p) for p in glob.glob(text, recursive=True))
-        files = [p for p in files if p.is_file() and is_image_name(p)]
+        files = [p for p in files if p.is_file() and is_image_name(p) and not skip(p)]
         return files, _glob_root(text)
     raise SisrError(f"{text}: no such file, folder or matching pattern")
+
+
+def _excluder(scan_root: Path, folder: Path | None, suffix: str) -> Callable[[Path], bool]:
+    """What a scan of ``scan_root`` skips: files under ``folder`` when that lies strictly
+    inside the scanned tree (an output folder that is the input folder, or above it, would
+    exclude everything), and file stems ending with ``suffix``."""
+    root = None
+    if folder is not None:
+        with contextlib.suppress(OSError):
+            root = folder.resolve()
+            if scan_root.resolve().is_relative_to(root):
+                root = None
+
+    def skip(p: Path) -> bool:
+        if suffix and p.stem.endswith(suffix):
+            return True
+        if root is None:
+            return False
+        try:
+            return p.resolve().is_relative_to(root)
+        except OSError:
+            return False
+
+    return skip
 
 
 def _glob_root(pattern: str) -> Path:
@@ -119,24 +162,86 @@ def plan_jobs(
 ) -> list[Job]:
     """Map every input file to its output path.
 
-    A single input file with an output that has an image suffix (and is not a folder)
-    writes exactly there; otherwise ``output`` is a folder and each file becomes
+    The output rule (:data:`OUTPUT_RULE`): an existing folder or a name ending in ``/`` is
+    a folder; for a single input file a name with a writable image suffix is that file and
+    anything else is an error; for a folder or glob input, a name without a suffix is a
+    folder (created) and one with a suffix is an error. Each file in a folder becomes
     ``output/<relative folder>/<stem><suffix>.<ext>`` (``ext``: ``fmt``, else the input's
     own format, PNG for GIF).
     """
-    files, root = collect_inputs(input_spec)
+    text = os.fspath(output)
+    out = Path(text)
+    is_folder = out.is_dir() or text.endswith(("/", os.sep))
+    files, root = collect_inputs(
+        input_spec, exclude=out if not out.suffix or is_folder else None, exclude_suffix=suffix
+    )
     if not files:
         raise SisrError(f"{os.fspath(input_spec)}: no image files found")
-    out = Path(output)
-    if root is None and not out.is_dir() and out.suffix.lower() in _WRITABLE:
-        if fmt is not None and output_suffix(out, None) not in _SAME_FORMAT[fmt]:
-            raise SisrError(f"{out}: the suffix does not match --format {fmt}")
-        return [Job(files[0], out)]
+    if not is_folder:
+        writable = ", ".join(sorted(_WRITABLE))
+        if root is None and out.suffix.lower() in _WRITABLE:
+            if fmt is not None and output_suffix(out, None) not in _SAME_FORMAT[fmt]:
+                raise SisrError(f"{out}: the suffix does not match --format {fmt}")
+            return [Job(files[0], out)]
+        if root is None:
+            raise SisrError(
+                f"{text}: not an image file name ({writable}) and not a folder; "
+                f"add a trailing / to write into a folder"
+            )
+        if out.suffix:
+            raise SisrError(
+                f"{text}: looks like a file name, but the input is a folder or pattern, so "
+                f"the output must be a folder; add a trailing / to use this name as one"
+            )
     jobs = []
     for src in files:
         rel = src.relative_to(root).parent if root is not None else Path()
         jobs.append(Job(src, out / rel / f"{src.stem}{suffix}{output_suffix(src, fmt)}"))
     return jobs
+
+
+def prepare_outputs(jobs: list[Job], say: Callable[[str], None] | None = None) -> None:
+    """Before any image is computed: make each output folder, prove it is writable by
+    creating and removing a small probe file, and remove temporary files that hard-killed
+    runs left there (saying so). Raises SisrError with a plain message otherwise."""
+    from sisr.io.atomic import remove_stale_temp_files
+
+    say = say or (lambda msg: print(msg, file=sys.stderr))
+    for folder in sorted({job.dst.parent for job in jobs}):
+        _probe_folder(folder)
+        removed = remove_stale_temp_files(folder)
+        if removed:
+            names = ", ".join(p.name for p in removed[:3]) + (" ..." if len(removed) > 3 else "")
+            say(
+                f"removed {len(removed)} temporary file(s) left in {folder} by an "
+                f"interrupted run: {names}"
+            )
+
+
+def _probe_folder(folder: Path) -> None:
+    from sisr.io.atomic import TEMP_MARK, temp_prefix
+
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise SisrError(
+                    f"{parent}: is a file, so the output folder {folder} cannot be made"
+                )
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # Named like our temporaries, so even a hard kill right now leaves nothing for good.
+        fd, probe = tempfile.mkstemp(prefix=temp_prefix("sisr-probe"), suffix=TEMP_MARK, dir=folder)
+        try:
+            os.write(fd, b"\0" * 4096)  # a full disk fails here, not after the first image
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except PermissionError:
+        raise SisrError(f"{folder}: cannot write there (permission denied)") from None
+    except OSError as e:
+        raise SisrError(f"{folder}: cannot write there ({e.strerror or e})") from None
 
 
 def shard(jobs: list[Job], rank: int, world: int) -> list[Job]:
@@ -204,8 +309,15 @@ def run_jobs(
     quality: int = 95,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    png_level: int | None = None,
 ) -> Summary:
-    """Upscale every job; failures are collected, never raised (except interrupts)."""
+    """Upscale every job; failures are collected, never raised (except interrupts).
+
+    ``png_level`` (0..9, default :data:`sisr.io.encode.PNG_LEVEL_DEFAULT`) only trades PNG
+    writing speed against file size (:func:`sisr.io.encode.png_settings`)."""
+    from sisr.io.encode import PNG_LEVEL_DEFAULT
+
+    level = PNG_LEVEL_DEFAULT if png_level is None else int(png_level)
     from sisr.io.image import read_native, write_pixels
 
     summary = Summary()
@@ -226,13 +338,23 @@ def run_jobs(
     overall.update(len(jobs) - len(todo))
 
     def fail(job: Job, exc: BaseException) -> None:
-        msg = str(exc) if isinstance(exc, SisrError) else f"{job.src}: {type(exc).__name__}: {exc}"
+        msg = str(exc) if isinstance(exc, SisrError) else f"{type(exc).__name__}: {exc}"
+        if not msg.startswith(str(job.src)):  # every line names its file
+            msg = f"{job.src}: {msg}"
         summary.failed.append((job.src, msg))
         overall.write(f"failed: {msg}", file=sys.stderr)
         overall.update(1)
 
     def write(job: Job, color: Any, alpha: Any, meta: Any) -> None:
-        write_pixels(job.dst, color, alpha, meta=meta, format=pil_format, quality=quality)
+        write_pixels(
+            job.dst,
+            color,
+            alpha,
+            meta=meta,
+            format=pil_format,
+            quality=quality,
+            compress_level=level,
+        )
 
     def finish_write(job: Job, fut: Future[None]) -> None:
         exc = fut.exception()
@@ -264,9 +386,13 @@ def run_jobs(
                     continue
                 meta = img.meta
                 has_alpha = img.alpha is not None
-                tiles = upscaler.tile_count(
-                    meta.height, meta.width, gray=img.color.ndim == 2, has_alpha=has_alpha
-                )
+                try:  # --tile auto probes the network: a broken one fails this image here
+                    tiles = upscaler.tile_count(
+                        meta.height, meta.width, gray=img.color.ndim == 2, has_alpha=has_alpha
+                    )
+                except Exception as exc:
+                    fail(job, exc)
+                    continue
                 bar = _bar(tiles, _short(job.src), progress, 1, False, "tile")
                 try:
                     color, alpha = upscaler.upscale_arrays(
@@ -309,6 +435,7 @@ __all__ = [
     "dist_env",
     "output_suffix",
     "plan_jobs",
+    "prepare_outputs",
     "run_jobs",
     "shard",
 ]

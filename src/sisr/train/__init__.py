@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from sisr.train.config import Recipe, load_recipe, recipe_from_dict
-    from sisr.train.loop import Trainer, TrainResult, train
+    from sisr.train.loop import Trainer, TrainResult
+    from sisr.train.run import train
 
 _EXPORTS = {
     "Recipe": "sisr.train.config",
@@ -19,7 +20,7 @@ _EXPORTS = {
     "recipe_from_dict": "sisr.train.config",
     "TrainResult": "sisr.train.loop",
     "Trainer": "sisr.train.loop",
-    "train": "sisr.train.loop",
+    "train": "sisr.train.run",
 }
 
 

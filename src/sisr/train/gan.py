@@ -1,7 +1,7 @@
 """Adversarial training (SRGAN, ESRGAN, EDSR-GAN): the pixel-loss loop plus a discriminator.
 
 :class:`GANTrainer` is a :class:`~sisr.train.loop.Trainer` whose recipe has a ``gan``
-section (:class:`~sisr.train.config.GanConfig`); :func:`sisr.train.loop.train` picks it
+section (:class:`~sisr.train.config.GanConfig`); :func:`sisr.train.run.train` picks it
 for such recipes. One iteration (update ``it``)::
 
     (d_steps - 1) x: a fresh batch -> fake = G(lr) without autograd -> D update

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import sys
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -134,4 +135,15 @@ def format_train_line(
     return f"iter {iteration}/{total} loss {loss!r}{extra} lr {lr:.6g} it/s {its:.2f}"
 
 
-__all__ = ["RunLogger", "format_train_line"]
+def format_eta(remaining_iterations: int, its: float, now: float | None = None) -> str:
+    """How far a run is and when it ends at ``its`` iterations/s: ``eta 1h02m (~23:40 UTC)``."""
+    if its <= 0 or remaining_iterations <= 0:
+        return "eta 0m"
+    seconds = remaining_iterations / its
+    end = time.gmtime((time.time() if now is None else now) + seconds)
+    h, m = divmod(round(seconds / 60), 60)
+    span = f"{h}h{m:02d}m" if h else f"{m}m"
+    return f"eta {span} (~{end.tm_hour:02d}:{end.tm_min:02d} UTC)"
+
+
+__all__ = ["RunLogger", "format_eta", "format_train_line"]

@@ -59,7 +59,7 @@ from sisr.train.checkpoint import (
 )
 from sisr.train.config import OptimConfig, Recipe, expand_path, recipe_from_dict
 from sisr.train.ema import EMA
-from sisr.train.logging import RunLogger, format_train_line
+from sisr.train.logging import RunLogger, format_eta, format_train_line
 from sisr.train.schedule import LRSchedule
 
 CHECKPOINT_DIR = "checkpoints"
@@ -157,6 +157,33 @@ class _Forward(nn.Module):
 def _loss_takes_residual(loss: nn.Module) -> bool:
     modules = getattr(loss, "losses", [])
     return any("residual" in inspect.signature(m.forward).parameters for m in modules)
+
+
+def training_precision(precision: str, device: torch.device) -> tuple[torch.dtype | None, str]:
+    """The autocast dtype for a recipe's ``precision`` on ``device`` and a line saying why.
+
+    Weights, optimizer state and the loss stay fp32 (autocast casts per op). ``auto``
+    is bf16 on CUDA and on CPUs with native bf16 matrix units (AMX, AVX512-BF16), fp32
+    elsewhere: emulated bf16 convolutions are an order of magnitude slower than fp32.
+    """
+    from sisr.infer.precision import cpu_bf16_support
+
+    if device.type == "cuda":
+        if precision == "auto":
+            return torch.bfloat16, "auto -> bf16 autocast (CUDA)"
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        return dtype, f"{precision} (CUDA)"
+    native = cpu_bf16_support()
+    if precision == "fp16":
+        raise ConfigError("precision fp16 is CUDA-only; use bf16 or fp32 on the CPU")
+    if precision == "auto":
+        if native:
+            return torch.bfloat16, f"auto -> bf16 autocast (CPU has {native})"
+        return None, "auto -> fp32 (this CPU has no AMX or AVX512-BF16; bf16 would be emulated)"
+    if precision == "bf16":
+        note = f"CPU has {native}" if native else "no native bf16 on this CPU: expect it to be slow"
+        return torch.bfloat16, f"bf16 autocast ({note})"
+    return None, "fp32"
 
 
 def _seed_everything(seed: int) -> None:
@@ -268,14 +295,12 @@ class Trainer:
 
     @property
     def amp_dtype(self) -> torch.dtype | None:
-        # Mixed precision pays on CUDA tensor cores; on CPU it is slower, so fp32 there.
-        if not self.cuda:
-            return None
-        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.recipe.precision)
+        """The autocast dtype (None: plain fp32), resolved once in :meth:`_configure_torch`."""
+        return self._amp_dtype
 
     @property
     def channels_last(self) -> bool:
-        return self.recipe.channels_last and self.cuda
+        return self.recipe.channels_last
 
     def _configure_torch(self) -> None:
         r = self.recipe
@@ -289,8 +314,10 @@ class Trainer:
         if self.cuda:
             torch.backends.cuda.matmul.allow_tf32 = not r.deterministic
             torch.backends.cudnn.allow_tf32 = not r.deterministic
-        if not self.cuda and (r.precision != "fp32" or r.channels_last):
-            self.log.info(f"CPU run: precision {r.precision} / channels_last ignored (fp32, NCHW)")
+        self._amp_dtype, why = training_precision(r.precision, self.device)
+        self.log.info(
+            f"precision: {why}; memory format: {'channels_last' if r.channels_last else 'NCHW'}"
+        )
 
     def _check_out_dir(self, resume: bool) -> None:
         if self.out_dir is None or self.ckpt_dir is None:
@@ -386,7 +413,7 @@ class Trainer:
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=self.amp_dtype)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def step(self, lr: Tensor, hr: Tensor) -> tuple[float, dict[str, Tensor]] | None:
         """One update at ``self.iteration`` from one batch.
@@ -676,6 +703,7 @@ class Trainer:
                     its = window_n / max(now - t_window, 1e-9)
                     self.log.info(
                         format_train_line(it, total, window_loss / window_n, means, last_rate, its)
+                        + f" | {100 * it / total:.1f}% {format_eta(total - it, its)}"
                     )
                     self.log.scalars(
                         {"train/loss": window_loss / window_n, "train/lr": last_rate}
@@ -775,38 +803,4 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix or "recipe"]
 
 
-def train(
-    recipe: Recipe,
-    out_dir: str | Path,
-    *,
-    resume: bool = False,
-    init_from: str | Path | None = None,
-    max_seconds: float | None = None,
-    vgg_weights: str | Path | None = None,
-) -> TrainResult:
-    """Train ``recipe`` into ``out_dir`` (see module docstring); DDP under torchrun.
-
-    A recipe with a ``gan`` section trains adversarially (:class:`sisr.train.gan.GANTrainer`).
-    ``vgg_weights``: the VGG file for perceptual losses (``--vgg-weights``).
-    """
-    info = D.setup(recipe.device)
-    try:
-        cls: type[Trainer] = Trainer
-        if recipe.gan is not None:
-            from sisr.train.gan import GANTrainer
-
-            cls = GANTrainer
-        trainer = cls(
-            recipe,
-            out_dir,
-            resume=resume,
-            init_from=init_from,
-            dist_info=info,
-            vgg_weights=vgg_weights,
-        )
-        return trainer.run(max_seconds=max_seconds)
-    finally:
-        D.cleanup(info)
-
-
-__all__ = ["TrainResult", "Trainer", "build_optimizer", "train"]
+__all__ = ["TrainResult", "Trainer", "build_optimizer"]

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Turn a trained run's ``model.safetensors`` into a shippable weights file.
 
-    python tools/gpu/finalize.py WEIGHTS.safetensors --name edsr-baseline-x2 \
+    python tools/finalize.py WEIGHTS.safetensors --name edsr-baseline-x2 \
         --gpu-minutes 17.5 -o src/sisr/hub/weights/edsr-baseline-x2.safetensors \
         [--data Set5 Set14 B100] [--device auto] [--eval-json EVAL.json]
+    python tools/finalize.py runs/default_x2/model.safetensors --name default-x2 \
+        --cpu-minutes 62 --cpu-bf16 -o src/sisr/hub/weights/default-x2.safetensors
 
 Evaluates the float32 weights with ``sisr eval --json``, writes a float16 copy, evaluates
 it too, and keeps float16 only when every data set's Y-PSNR moved by <= 0.01 dB (else the
@@ -11,6 +13,12 @@ float32 file is shipped and the reason printed). The output keeps the recipe and
 iterations of the input and gains ``metrics`` (the shipped file's own eval summary) and
 ``extra`` (name, GPU minutes, fp32/fp16 PSNR deltas, source sha256). Exit code 0 on
 success, 1 if the shipped file's metrics could not be measured.
+
+``--cpu-bf16`` also scores Set5 with the network computing in bf16 on the CPU and records
+``extra.cpu_bf16 = {"ok": |delta| <= 0.02 dB, "set5_delta_db": delta}``: inference with
+``precision auto`` uses bf16 on CPUs with AMX/AVX512-BF16 only where ``ok`` is true. (On
+CPUs without native bf16 the same numbers come from oneDNN's emulation: bf16 inputs,
+fp32 accumulation, as with AMX.)
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 TOLERANCE_DB = 0.01
+CPU_BF16_TOLERANCE_DB = 0.02
 
 
 def _eval(weights: Path, data: list[str], device: str, out_json: Path) -> list[dict[str, Any]]:
@@ -39,6 +48,21 @@ def _summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: r.get(k) for k in keys} | {"images": len(r.get("images", []))} for r in results]
 
 
+def _cpu_bf16_delta(model: Any) -> float:
+    """Set5 Y-PSNR with the network in bf16 on the CPU minus the fp32 score."""
+    import copy
+
+    import torch
+
+    from sisr.evaluate.runner import evaluate
+
+    scale = int(model.scale)
+    fp32 = evaluate(model, "Set5", scale, device="cpu", ssim=False).psnr_y
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    bf16 = evaluate(half, "Set5", scale, device="cpu", ssim=False).psnr_y
+    return float(bf16 - fp32)
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -47,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("weights", type=Path)
     ap.add_argument("--name", required=True, help="shipped name, <preset>-x<scale>")
-    ap.add_argument("--gpu-minutes", type=float, required=True)
+    when = ap.add_mutually_exclusive_group(required=True)
+    when.add_argument("--gpu-minutes", type=float, help="training time on a GPU")
+    when.add_argument("--cpu-minutes", type=float, help="training time on this CPU")
+    ap.add_argument("--cpu-bf16", action="store_true", help="measure and record bf16 on CPU")
     ap.add_argument("-o", "--output", type=Path, required=True)
     ap.add_argument("--data", nargs="+", default=["Set5", "Set14", "B100"])
     ap.add_argument("--device", default="auto")
@@ -75,13 +102,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key}: fp16 - fp32 = {d:+.4f} dB")
     if not use_half:
         print(f"finalize: fp16 changes PSNR by more than {TOLERANCE_DB} dB: shipping float32")
-    extra = {
+    extra: dict[str, Any] = {
         "name": args.name,
-        "gpu_minutes": args.gpu_minutes,
+        **(
+            {"gpu_minutes": args.gpu_minutes}
+            if args.gpu_minutes is not None
+            else {"cpu_minutes": args.cpu_minutes, "cpu": _cpu_name()}
+        ),
         "fp16_minus_fp32_psnr_y": deltas,
         "source_sha256": hashlib.sha256(args.weights.read_bytes()).hexdigest(),
         "train_data": "T91 + BSD200 (291 images)",
+        "train_precision": (meta.get("recipe") or {}).get("precision"),
+        "storage": "float16" if use_half else "float32",
     }
+    if args.cpu_bf16:
+        delta = _cpu_bf16_delta(model)
+        ok = abs(delta) <= CPU_BF16_TOLERANCE_DB
+        extra["cpu_bf16"] = {"ok": ok, "set5_delta_db": round(delta, 5)}
+        print(f"Set5: CPU bf16 - fp32 = {delta:+.4f} dB -> bf16 on AMX CPUs: {ok}")
     save_weights(
         model,
         args.output,
@@ -103,6 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     for r in _summary(shipped):
         print(f"  {r['dataset']} x{r['scale']}: {r['psnr_y']:.3f} dB")
     return 0
+
+
+def _cpu_name() -> str:
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

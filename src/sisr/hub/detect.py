@@ -1,0 +1,234 @@
+"""Load a weights file that is not a sisr weights file by detecting its architecture.
+
+``sisr upscale -n FILE``, ``sisr eval --model FILE``, ``sisr convert FILE OUT`` and
+``sisr.load(FILE)`` come here for ``.pth`` / ``.pt`` / foreign ``.safetensors`` files:
+
+1. read the tensors without running code (:func:`sisr.hub.convert.read_foreign_state_dict`:
+   ``weights_only`` first, inert records for whole-model pickles);
+2. unwrap ``params_ema`` / ``params`` / ``state_dict`` / ``model`` and ``module.``;
+3. ask every detector in :data:`sisr.archs.DETECTORS` (one beside each architecture);
+4. build each match and load it strictly; the first that loads wins.
+
+Nothing matching gives one message naming the closest architecture and what did not fit
+(or, for a known architecture sisr does not implement, which one and how to run it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sisr.archs._detect import Match, Miss, few
+from sisr.archs.base import SRModel
+from sisr.errors import WeightsError
+
+# "model_x3.pth", "EDSR-x4.pt", "RealESRGAN_x4plus", "4x_foo", "x2/ESPCN.pt".
+_SCALE_HINTS = (
+    re.compile(r"(?:^|[^a-z0-9])x([1-8])(?![0-9])", re.IGNORECASE),
+    re.compile(r"(?:^|[^a-z0-9])([1-8])x(?![0-9])", re.IGNORECASE),
+)
+
+
+@dataclass(frozen=True)
+class Detected:
+    """A detected, strictly loaded network and how it was found."""
+
+    model: SRModel
+    match: Match
+    scale_from: str  # "tensors", "requested" or "file name"
+
+
+def scale_hint(name: str) -> int | None:
+    """The scale a file name states (``..._x3.pth``, ``4x_...``), if exactly one."""
+    found = {int(m.group(1)) for rx in _SCALE_HINTS for m in rx.finditer(Path(name).name)}
+    return found.pop() if len(found) == 1 else None
+
+
+def _try_build(match: Match, scale: int) -> SRModel | str:
+    """The network with the match's tensors loaded strictly, or the problems as text."""
+    from sisr.archs import ARCHS
+    from sisr.hub.weights import load_state_dict_strict, state_dict_mismatches
+
+    try:
+        model = ARCHS[match.arch](scale=scale, **match.hparams)
+    except Exception as exc:  # a detector's hparams the constructor refuses
+        return f"cannot build {match.arch} x{scale} {match.hparams}: {exc}"
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in match.state_dict.items()}
+    for key, value in model.state_dict().items():
+        # Checkpoints from before torch 0.4.1 have no BatchNorm step counter; it only
+        # matters for momentum=None training, so a zero is exact for inference.
+        if key.endswith(".num_batches_tracked") and key not in sd:
+            sd[key] = torch.zeros_like(value)
+    problems = state_dict_mismatches(model, sd)
+    if problems:
+        return "; ".join(problems)
+    load_state_dict_strict(model, sd, source=match.arch)
+    return model.eval()
+
+
+def run_detectors(sd: Mapping[str, Tensor]) -> tuple[list[Match], list[Miss]]:
+    """Every detector's answer, split into matches and near misses."""
+    from sisr.archs import DETECTORS
+
+    matches: list[Match] = []
+    misses: list[Miss] = []
+    for arch, detector in DETECTORS.items():
+        try:
+            found = detector(sd)
+        except Exception as exc:  # a malformed file must not crash detection
+            misses.append(Miss(arch, "?", f"detector failed: {exc}"))
+            continue
+        if isinstance(found, Match):
+            matches.append(found)
+        elif isinstance(found, Miss):
+            misses.append(found)
+    return matches, misses
+
+
+def _pattern(key: str) -> str:
+    return re.sub(r"\d+", "#", key)
+
+
+def closest_native(sd: Mapping[str, Tensor]) -> tuple[str, float, list[str], list[str]]:
+    """(preset, overlap, file key patterns it lacks, its key patterns the file lacks).
+
+    Overlap is the Jaccard index of the digit-free key patterns (``body.#.conv1.weight``).
+    """
+    from sisr.archs import PRESETS, build
+
+    have = {_pattern(k) for k in sd}
+    best = ("", -1.0, [], [])
+    for name in sorted(PRESETS):
+        if name == "bicubic":
+            continue
+        model = None
+        for scale in (4, 2, 3):
+            try:
+                with torch.device("meta"):
+                    model = build(name, scale)
+                break
+            except Exception:
+                continue
+        if model is None:
+            continue
+        want = {_pattern(k) for k in model.state_dict()}
+        score = len(have & want) / max(1, len(have | want))
+        if score > best[1]:
+            best = (name, score, sorted(have - want), sorted(want - have))
+    return best
+
+
+def explain_no_match(sd: Mapping[str, Tensor], misses: list[Miss], *, source: str) -> str:
+    """One message: a known foreign architecture, the closest near miss, or the closest preset."""
+    from sisr.hub.foreign import identify
+
+    foreign = identify(sd)
+    if foreign is not None:
+        return foreign.message(source)
+    if misses:
+        miss = misses[0]
+        others = "".join(f"; {m.arch} ({m.layout}): {m.reason}" for m in misses[1:3])
+        return (
+            f"{source}: architecture not recognised; closest: {miss.arch} "
+            f"(key layout {miss.layout}): {miss.reason}{others}"
+        )
+    name, score, extra, missing = closest_native(sd)
+    return (
+        f"{source}: architecture not recognised from its {len(sd)} tensors; closest: {name} "
+        f"({score:.0%} of key patterns shared); the file has {few(extra) or 'nothing else'} "
+        f"that {name} lacks, and lacks {few(missing) or 'nothing'}"
+    )
+
+
+def detect(sd: Mapping[str, Tensor], *, source: str = "checkpoint") -> Match:
+    """The first match whose network loads the tensors strictly (scale-free check)."""
+    matches, misses = run_detectors(sd)
+    for match in matches:
+        built = _try_build(match, match.scale or 2)
+        if isinstance(built, SRModel):
+            return match
+        misses.insert(0, Miss(match.arch, match.layout, built))
+    raise WeightsError(explain_no_match(sd, misses, source=source))
+
+
+def resolve_scale(match: Match, requested: int | None, name: str, *, source: str) -> tuple[int, str]:
+    """The scale to build: the tensors', else the requested one, else the file name's."""
+    if match.scale is not None:
+        if requested is not None and int(requested) != match.scale:
+            raise WeightsError(
+                f"{source}: the weights are {match.arch} x{match.scale}, but x{requested} "
+                "was requested"
+            )
+        return match.scale, "tensors"
+    if requested is not None:
+        return int(requested), "requested"
+    hint = scale_hint(name)
+    if hint is not None:
+        return hint, "file name"
+    raise WeightsError(
+        f"{source}: detected {match.arch} ({match.layout} layout), whose scale is not stored in "
+        "its tensors (it works on a bicubic-upsampled input or a deconv stride); pass the "
+        "scale (--scale / -s)"
+    )
+
+
+def build_detected(match: Match, scale: int, *, source: str) -> SRModel:
+    built = _try_build(match, scale)
+    if isinstance(built, str):
+        raise WeightsError(f"{source}: detected {match.arch} x{scale} but {built}")
+    return built
+
+
+def detect_raw(
+    raw: Any, *, scale: int | None = None, name: str = "", source: str = "checkpoint"
+) -> Detected:
+    """Detect and load the network of an already read checkpoint (any wrapper)."""
+    from sisr.hub.convert import unwrap_state_dict
+
+    sd = unwrap_state_dict(raw, source=source)
+    match = detect(sd, source=source)
+    chosen, how = resolve_scale(match, scale, name, source=source)
+    return Detected(build_detected(match, chosen, source=source), match, how)
+
+
+def load_detected(path: str | Path, *, scale: int | None = None) -> Detected:
+    """Read a foreign weights file (tensors only, no code run) and load its network."""
+    from sisr.hub.convert import read_foreign_state_dict
+
+    path = Path(path)
+    raw = read_foreign_state_dict(path)
+    return detect_raw(raw, scale=scale, name=str(path), source=str(path))
+
+
+def describe(detected: Detected) -> dict[str, Any]:
+    """What was detected, for metadata and listings (JSON-serialisable)."""
+    m = detected.match
+    return {
+        "arch": m.arch,
+        "key_layout": m.layout,
+        "hparams": detected.model.hparams,
+        "scale": detected.model.scale,
+        "scale_from": detected.scale_from,
+        "assumed": list(m.notes),
+    }
+
+
+__all__ = [
+    "Detected",
+    "build_detected",
+    "closest_native",
+    "describe",
+    "detect",
+    "detect_raw",
+    "explain_no_match",
+    "load_detected",
+    "resolve_scale",
+    "run_detectors",
+    "scale_hint",
+]

@@ -1,0 +1,557 @@
+"""The FastAPI application: the versioned REST API, health, metrics and the web page.
+
+Endpoints (OpenAPI docs at ``/docs``):
+
+* ``GET /v1/models``: the variants this server runs, their families and the limits.
+* ``POST /v1/upscale``: upscale one image and answer with it (multipart ``file`` or raw body).
+* ``POST /v1/jobs``, ``GET /v1/jobs/{id}``, ``GET /v1/jobs/{id}/result``,
+  ``DELETE /v1/jobs/{id}``: the same as a job, with progress in tiles and cancel.
+* ``GET /healthz``, ``GET /metrics`` (Prometheus text), ``GET /`` (the page).
+
+Every error is JSON ``{"error": {"status", "code", "message"}}``. Uploads are untrusted: the
+body size is checked while it streams in, the pixel count from the header before any pixel
+is decoded, and the model is picked from the catalog by name only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import re
+import time
+import warnings
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sisr import __version__
+from sisr.serve.catalog import Catalog
+from sisr.serve.config import ServeConfig
+from sisr.serve.jobs import Job, JobManager, JobRequest, QueueFull, State, image_error_status
+from sisr.serve.metrics import Metrics
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+MULTIPART_SLACK = 16 * 1024  # part headers and boundaries on top of the file itself
+_CHUNK = 1 << 20
+# Pillow's format name -> the suffix the upload is stored under (the CLI's own choice of
+# output format then follows from it: GIF becomes PNG, the rest keep their format).
+_INPUT_SUFFIX = {
+    "PNG": ".png",
+    "JPEG": ".jpg",
+    "MPO": ".jpg",
+    "WEBP": ".webp",
+    "BMP": ".bmp",
+    "TIFF": ".tif",
+    "GIF": ".gif",
+}
+_MEDIA_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".webp": "image/webp",
+    ".tif": "image/tiff",
+    ".bmp": "image/bmp",
+}
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+OutFormat = Literal["png", "jpg", "webp", "tiff"]
+
+
+class ApiError(Exception):
+    """An expected failure answered as JSON with ``status``."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def _error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {"error": {"status": status, "code": code, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "not_ready",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid",
+    500: "internal",
+    503: "busy",
+    504: "timeout",
+    507: "out_of_memory",
+}
+
+
+class _Observe:
+    """ASGI middleware: counts every answered request by route template and status."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.observe_request(
+                scope.get("method", "?"), route, status, time.perf_counter() - start
+            )
+
+
+# ----------------------------------------------------------------------------- uploads
+
+
+def _limited(request: Request, limit: int, what: str) -> Request:
+    """The request with a body that stops (413) as soon as more than ``limit`` bytes came."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise ApiError(400, "bad_request", "invalid Content-Length header") from None
+        if size > limit:
+            raise ApiError(413, "too_large", f"{what} is {size} bytes, above the limit of {limit}")
+    received = 0
+    receive = request.receive
+
+    async def counted() -> dict[str, Any]:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise ApiError(413, "too_large", f"{what} is above the limit of {limit} bytes")
+        return message
+
+    return Request(request.scope, counted)
+
+
+def _copy_limited(src: Any, dst: Path, limit: int, what: str) -> int:
+    """Copy a file object to ``dst``; 413 past ``limit`` bytes. Returns the size."""
+    size = 0
+    with open(dst, "wb") as out:
+        while chunk := src.read(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, "too_large", f"{what} is above the limit of {limit} bytes")
+            out.write(chunk)
+    return size
+
+
+def _safe_name(name: str | None) -> str:
+    """The client's file name reduced to a harmless display/download name."""
+    base = re.split(r"[\\/]", name or "")[-1]
+    base = re.sub(r"[^\w.\- ]+", "_", base).strip(" .")[:100]
+    return base or "upload"
+
+
+def _probe(src: Path, filename: str, max_pixels: int) -> str:
+    """Check the header: pixel count against the limit and a readable format; returns the
+    suffix to store the upload under. Non-images get the reader's own message."""
+    from PIL import Image
+
+    from sisr.errors import ImageError
+    from sisr.io import read_native
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(src) as im:
+                width, height = im.size
+                fmt = str(im.format)
+    except Image.DecompressionBombError:
+        raise ApiError(413, "too_many_pixels", f"{filename}: too many pixels") from None
+    except Exception:
+        try:  # the reader stops at the header of a non-image: cheap, and its message is clear
+            read_native(src, max_pixels=max_pixels)
+        except ImageError as exc:
+            status = image_error_status(exc)
+            raise ApiError(status, _STATUS_CODES[status], f"{filename}: {exc.cause}") from None
+        raise ApiError(415, "unsupported_media_type", f"{filename}: not a readable image") from None
+    pixels = width * height
+    if pixels > max_pixels:
+        raise ApiError(
+            413,
+            "too_many_pixels",
+            f"{filename}: image is {width}x{height} = {pixels / 1e6:.1f} Mpx, above this "
+            f"server's limit of {max_pixels / 1e6:.1f} Mpx",
+        )
+    suffix = _INPUT_SUFFIX.get(fmt)
+    if suffix is None:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"{filename}: {fmt} images are not supported (PNG, JPEG, WebP, BMP, TIFF, GIF are)",
+        )
+    return suffix
+
+
+# ----------------------------------------------------------------------------- the app
+
+
+def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
+    """Build the app; ``catalog`` lets tests share loaded models between apps."""
+    from sisr.infer.runner import output_suffix
+
+    cat = catalog or Catalog(config.models, device=config.device, tile=config.tile)
+    metrics: Metrics
+
+    def finished(job: Job) -> None:
+        metrics.observe_job(job.state.value, job.error_status)
+
+    manager = JobManager(
+        cat,
+        workers=config.workers,
+        capacity=config.capacity,
+        job_timeout=config.job_timeout,
+        result_ttl=config.result_ttl,
+        tmp_dir=config.tmp_dir,
+        on_finish=finished,
+    )
+
+    def gauges() -> dict[str, float]:
+        queued, running = manager.counts()
+        return {
+            "sisr_queue_depth": queued,
+            "sisr_jobs_in_flight": running,
+            "sisr_workers": config.workers,
+            "sisr_queue_capacity": config.capacity,
+        }
+
+    metrics = Metrics(gauges)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(cat.load_all)
+
+        async def sweeper() -> None:
+            while True:
+                await asyncio.sleep(min(5.0, config.result_ttl / 2))
+                await run_in_threadpool(manager.sweep)
+
+        task = asyncio.create_task(sweeper())
+        try:
+            yield
+        finally:
+            task.cancel()
+            await run_in_threadpool(manager.shutdown)
+
+    app = FastAPI(
+        title="sisr",
+        version=__version__,
+        description="Single-image super-resolution: upscale images with the models this "
+        "server was started with.",
+        lifespan=lifespan,
+    )
+    app.state.config = config
+    app.state.catalog = cat
+    app.state.manager = manager
+    app.state.metrics = metrics
+    app.add_middleware(_Observe, metrics=metrics)
+
+    # ------------------------------------------------------------------ errors
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "error")
+        return _error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "path"))
+            parts.append(f"{where}: {err.get('msg')}")
+        return _error_response(422, "invalid", "; ".join(parts) or "invalid request")
+
+    # ------------------------------------------------------------------ auth
+
+    async def require_token(request: Request) -> None:
+        if config.token is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode(), config.token.encode()
+        )
+        if not ok:
+            raise ApiError(
+                401,
+                "unauthorized",
+                "this server needs a token: send 'Authorization: Bearer <token>'",
+                {"WWW-Authenticate": "Bearer"},
+            )
+
+    auth = [Depends(require_token)]
+
+    # ------------------------------------------------------------------ intake
+
+    async def intake(
+        request: Request,
+        model: str | None,
+        scale: int | None,
+        fmt: str | None,
+        tta: bool,
+        quality: int | None,
+        filename: str | None,
+        ttl: float | None,
+    ) -> Job:
+        """Validate, store the upload in a fresh job folder and queue it (folder removed on
+        any failure before the job owns it)."""
+        try:
+            spec = cat.lookup(model, scale)
+        except LookupError as exc:
+            raise ApiError(422, "unknown_model", str(exc)) from None
+        if sum(manager.counts()) >= config.capacity:
+            # refuse before reading the upload at all (the submit below re-checks)
+            raise _busy(manager.retry_after())
+        folder = manager.new_folder()
+        try:
+            src = folder / "upload"
+            ctype = request.headers.get("content-type", "")
+            if ctype.startswith("multipart/form-data"):
+                body = _limited(request, config.max_bytes + MULTIPART_SLACK, "the upload")
+                async with body.form(max_files=1, max_fields=16) as form:
+                    part = form.get("file")
+                    if not isinstance(part, UploadFile):
+                        raise ApiError(422, "invalid", "the multipart body needs a 'file' part")
+                    name = _safe_name(part.filename or filename)
+                    size = await run_in_threadpool(
+                        _copy_limited, part.file, src, config.max_bytes, f"{name}"
+                    )
+            else:
+                name = _safe_name(filename)
+                body = _limited(request, config.max_bytes, f"{name}")
+                size = 0
+                with open(src, "wb") as out:
+                    async for chunk in body.stream():
+                        size += len(chunk)
+                        out.write(chunk)
+            if size == 0:
+                raise ApiError(422, "invalid", "the request has no image (empty body)")
+            suffix = await run_in_threadpool(_probe, src, name, config.max_pixels)
+            stored = src.rename(folder / f"upload{suffix}")
+            req = JobRequest(
+                spec=spec,
+                tta=tta,
+                out_suffix=output_suffix(stored, fmt),
+                quality=quality or config.quality,
+                filename=name,
+            )
+            return manager.submit(folder, stored, req, ttl=ttl)
+        except QueueFull as exc:
+            raise _busy(exc.retry_after) from None
+        except BaseException:
+            manager.discard(folder)
+            raise
+
+    def result_response(job: Job, *, remove_after: bool) -> Any:
+        if job.state == State.DONE and job.dst.is_file():
+            req = job.request
+            suffix = job.dst.suffix
+            download = f"{Path(req.filename).stem}_x{req.spec.scale}{suffix}"
+            return FileResponse(
+                job.dst,
+                media_type=_MEDIA_TYPES.get(suffix, "application/octet-stream"),
+                filename=download,
+                headers={
+                    "X-Sisr-Model": req.spec.key,
+                    "X-Sisr-Job": job.id,
+                    "Cache-Control": "no-store",
+                },
+                background=BackgroundTask(manager.cancel, job) if remove_after else None,
+            )
+        if job.state in (State.QUEUED, State.RUNNING):
+            raise ApiError(409, "not_ready", f"job {job.id} is {job.state.value}, not done yet")
+        if job.state == State.CANCELLED:
+            raise ApiError(409, "cancelled", f"job {job.id} was cancelled")
+        status = job.error_status or 500
+        raise ApiError(status, _STATUS_CODES.get(status, "error"), job.error or "job failed")
+
+    def find(job_id: str) -> Job:
+        job = manager.get(job_id)
+        if job is None:
+            raise ApiError(404, "not_found", f"no job {job_id!r} (unknown, deleted or expired)")
+        return job
+
+    # ------------------------------------------------------------------ routes
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse((STATIC_DIR / "index.html").read_text(encoding="utf-8"))
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, Any]:
+        """Liveness: always open (no token), no model work."""
+        queued, running = manager.counts()
+        return {"status": "ok", "version": __version__, "queued": queued, "running": running}
+
+    @app.get("/metrics", tags=["ops"], dependencies=auth, response_class=PlainTextResponse)
+    async def prometheus() -> PlainTextResponse:
+        """Prometheus text format: requests by status, latency histogram, queue, failures."""
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models", tags=["models"], dependencies=auth)
+    async def models() -> dict[str, Any]:
+        """The variants this server runs (with PSNR measured into their weights), the
+        families a request's ``model`` may name, and the request limits."""
+        return {
+            "default": cat.default_family,
+            "models": cat.describe(),
+            "families": cat.describe_families(),
+            "limits": {
+                "max_bytes": config.max_bytes,
+                "max_pixels": config.max_pixels,
+                "job_timeout_s": config.job_timeout,
+                "result_ttl_s": config.result_ttl,
+                "workers": config.workers,
+                "queue": config.queue,
+            },
+            "formats": ["png", "jpg", "webp", "tiff"],
+        }
+
+    @app.post(
+        "/v1/upscale",
+        tags=["upscale"],
+        dependencies=auth,
+        openapi_extra=_UPLOAD_BODY,
+        response_class=FileResponse,
+        responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}},
+    )
+    async def upscale(
+        request: Request,
+        model: Annotated[
+            str | None, Query(description="family or variant name (GET /v1/models)")
+        ] = None,
+        scale: Annotated[
+            int | None, Query(ge=1, le=16, description="picks the family's -xN")
+        ] = None,
+        format: Annotated[
+            OutFormat | None, Query(description="output format; default: the input's")
+        ] = None,
+        tta: Annotated[bool, Query(description="x8 self-ensemble (8x slower)")] = False,
+        quality: Annotated[
+            int | None, Query(ge=1, le=100, description="JPEG / WebP quality")
+        ] = None,
+        filename: Annotated[str | None, Query(description="name of a raw-body upload")] = None,
+    ) -> Any:
+        """Upscale one image and answer with it. Alpha, 16-bit, gray, ICC and EXIF are kept
+        exactly as ``sisr upscale`` keeps them (the same code path)."""
+        job = await intake(request, model, scale, format, tta, quality, filename, ttl=60.0)
+        done = asyncio.wrap_future(job.done)
+        try:
+            while not done.done():
+                await asyncio.wait([done], timeout=0.25)
+                if not done.done() and await request.is_disconnected():
+                    manager.cancel(job)  # nobody to answer: stop and remove its files
+                    return PlainTextResponse("client disconnected", status_code=499)
+        except asyncio.CancelledError:
+            manager.cancel(job)
+            raise
+        try:
+            return result_response(job, remove_after=True)
+        except ApiError:
+            manager.cancel(job)
+            raise
+
+    @app.post(
+        "/v1/jobs", tags=["jobs"], dependencies=auth, openapi_extra=_UPLOAD_BODY, status_code=202
+    )
+    async def create_job(
+        request: Request,
+        model: Annotated[
+            str | None, Query(description="family or variant name (GET /v1/models)")
+        ] = None,
+        scale: Annotated[int | None, Query(ge=1, le=16)] = None,
+        format: Annotated[OutFormat | None, Query()] = None,
+        tta: Annotated[bool, Query()] = False,
+        quality: Annotated[int | None, Query(ge=1, le=100)] = None,
+        filename: Annotated[str | None, Query()] = None,
+    ) -> JSONResponse:
+        """Queue an image (for large ones); poll ``GET /v1/jobs/{id}`` for progress."""
+        job = await intake(request, model, scale, format, tta, quality, filename, ttl=None)
+        return JSONResponse(
+            job.public(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}
+        )
+
+    @app.get("/v1/jobs/{job_id}", tags=["jobs"], dependencies=auth)
+    async def job_status(job_id: str) -> dict[str, Any]:
+        """State (queued, running, done, failed, cancelled, timeout) and progress 0..1."""
+        return find(job_id).public()
+
+    @app.get("/v1/jobs/{job_id}/result", tags=["jobs"], dependencies=auth)
+    async def job_result(job_id: str) -> Any:
+        """The finished image (409 while it is not done; the job's error when it failed)."""
+        return result_response(find(job_id), remove_after=False)
+
+    @app.delete("/v1/jobs/{job_id}", tags=["jobs"], dependencies=auth)
+    async def delete_job(job_id: str) -> dict[str, Any]:
+        """Cancel a queued or running job, or delete a finished one; its files are removed."""
+        job = find(job_id)
+        was = job.state
+        manager.cancel(job)
+        return {"id": job.id, "state": "cancelled" if not was.finished else "deleted"}
+
+    return app
+
+
+def _busy(retry_after: int) -> ApiError:
+    return ApiError(
+        503,
+        "busy",
+        f"the server is busy (every worker and queue slot is taken); retry in {retry_after} s",
+        {"Retry-After": str(retry_after)},
+    )
