@@ -15,6 +15,12 @@ the CPU (and CUDA for sisr when available):
 ``--variants`` also times sisr's ESPCN in several execution settings (plain fp32, channels
 last, torch.compile, batched tiles) to show what helps on this machine.
 
+``--e2e [FOLDER]`` times whole folder runs instead (default: the first ``--e2e-files`` B100
+images, x2, the default model): model only (decoded images in memory, no writing), the
+``sisr upscale`` engine end to end with today's PNG settings (``--png-level`` default) and
+with level 6 (what it wrote before), and a plain OpenCV loop (imread + dnn_superres ESPCN +
+imwrite) on the same files; output MP/s, the ratio to model only, and total file sizes.
+
     pip install -e '.[bench]'
     python benchmarks/upscale_speed.py --json speed.json
 """
@@ -22,6 +28,7 @@ last, torch.compile, batched tiles) to show what helps on this machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -271,6 +278,122 @@ def label(spec: dict[str, Any]) -> str:
     return f"sisr {spec['name']}-x{spec['scale']}{variant}"
 
 
+# --------------------------------------------------------------------------- end to end
+
+
+def end_to_end(folder: Path, n_files: int, model: str, rounds: int) -> dict[str, Any]:
+    """Folder throughput: model only vs the sisr engine end to end vs an OpenCV loop."""
+    import shutil
+    import tempfile
+
+    import sisr
+    from sisr.infer.runner import plan_jobs, run_jobs
+    from sisr.io import read_native
+
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".bmp"))
+    files = files[:n_files]
+    if not files:
+        raise SystemExit(f"{folder}: no images")
+    up = sisr.load(model, device="cpu", progress=False)
+    s = up.scale
+    tmp = Path(tempfile.mkdtemp(prefix="sisr-e2e-"))
+    src = tmp / "in"
+    src.mkdir()
+    for f in files:
+        shutil.copy(f, src / f.name)
+    images = [read_native(f) for f in sorted(src.iterdir())]
+    out_mpx = sum(im.meta.width * im.meta.height * s * s for im in images) / 1e6
+    cv_sr = None
+    pb = peers_dir() / f"ESPCN_x{s}.pb"
+    try:
+        import cv2
+
+        if pb.is_file():
+            cv_sr = cv2.dnn_superres.DnnSuperResImpl_create()
+            cv_sr.readModel(str(pb))
+            cv_sr.setModel("espcn", s)
+    except ImportError:
+        print("OpenCV not installed: no OpenCV loop (pip install -e '.[bench]')", file=sys.stderr)
+
+    def model_only() -> None:
+        for im in images:
+            up.upscale_arrays(im.color, im.alpha)
+
+    def engine(level: int | None, out: Path) -> Any:
+        def go() -> None:
+            shutil.rmtree(out, ignore_errors=True)
+            summary = run_jobs(up, plan_jobs(src, out), progress=False, png_level=level)
+            assert summary.ok, summary.failed
+
+        return go
+
+    def opencv_loop() -> None:
+        out = tmp / "cv"
+        out.mkdir(exist_ok=True)
+        for f in sorted(src.iterdir()):
+            cv2.imwrite(str(out / f.name), cv_sr.upsample(cv2.imread(str(f))))
+
+    runs: dict[str, Any] = {
+        "model only": model_only,
+        "sisr upscale (png level 1, now)": engine(None, tmp / "new"),
+        "sisr upscale (png level 6, before)": engine(6, tmp / "old"),
+    }
+    if cv_sr is not None:
+        runs["opencv loop (imread+ESPCN+imwrite)"] = opencv_loop
+    best: dict[str, float] = {k: float("inf") for k in runs}
+    for _ in range(rounds):  # interleaved rounds, best of each
+        for k, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - t0)
+
+    def size(folder_name: str) -> int:
+        return sum(p.stat().st_size for p in (tmp / folder_name).iterdir())
+
+    base = best["model only"]
+    rows = {
+        k: {
+            "seconds": round(t, 3),
+            "out_mpx_per_s": round(out_mpx / t, 3),
+            "vs_model_only": round(base / t, 3),
+        }
+        for k, t in best.items()
+    }
+    sizes = {"now": size("new"), "before": size("old")}
+    if cv_sr is not None:
+        sizes["opencv"] = size("cv")
+    old_px = [np.asarray(read_native(p).color) for p in sorted((tmp / "old").iterdir())]
+    new_px = [np.asarray(read_native(p).color) for p in sorted((tmp / "new").iterdir())]
+    same = all(np.array_equal(a, b) for a, b in zip(old_px, new_px, strict=True))
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(
+        f"{len(files)} files from {folder}, x{s} {model}, {out_mpx:.1f} output MP", file=sys.stderr
+    )
+    for k, r in rows.items():
+        print(
+            f"  {k:38s} {r['seconds']:7.2f} s  {r['out_mpx_per_s']:6.2f} MP/s  "
+            f"{r['vs_model_only']:.2f}x model only",
+            file=sys.stderr,
+        )
+    grow = sizes["now"] / sizes["before"] - 1
+    print(
+        f"  files: now {sizes['now'] / 1e6:.2f} MB, before {sizes['before'] / 1e6:.2f} MB "
+        f"({grow:+.1%})"
+        + (f", opencv {sizes['opencv'] / 1e6:.2f} MB" if "opencv" in sizes else "")
+        + f"; pixels identical now vs before: {same}",
+        file=sys.stderr,
+    )
+    return {
+        "files": len(files),
+        "folder": str(folder),
+        "out_mpx": round(out_mpx, 2),
+        "runs": rows,
+        "bytes": sizes,
+        "size_change": round(grow, 4),
+        "pixels_identical": same,
+    }
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -287,6 +410,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--paired-repeats", type=int, default=7, help="interleaved runs for the comparison"
     )
+    ap.add_argument(
+        "--e2e",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="FOLDER",
+        help="folder throughput end to end (default folder: B100)",
+    )
+    ap.add_argument("--e2e-files", type=int, default=20)
+    ap.add_argument("--e2e-rounds", type=int, default=2)
+    ap.add_argument("--e2e-model", default="default")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--paired", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -300,6 +434,20 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from sisr.hub.names import WEIGHTS
+
+    if args.e2e is not None:
+        torch.set_num_threads(args.threads)
+        with contextlib.suppress(ImportError):
+            import cv2
+
+            cv2.setNumThreads(args.threads)
+        folder = Path(args.e2e) if args.e2e else data_dir() / "benchmarks" / "B100"
+        report = end_to_end(folder, args.e2e_files, args.e2e_model, args.e2e_rounds)
+        report["threads"] = args.threads
+        print(json.dumps(report, indent=1))
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=1) + "\n")
+        return 0
 
     shipped = sorted({(w.name.rsplit("-x", 1)[0], w.scale) for w in WEIGHTS.values() if w.file})
     specs: list[dict[str, Any]] = []

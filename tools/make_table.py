@@ -8,8 +8,9 @@
   of {model, dataset, scale, psnr_y, ...}); models named ``<preset>-x<scale>`` (shipped
   names) or ``default``; later files win for the same (model, dataset, scale).
 * MODELS.json: ``sisr models --json`` (params per preset and scale, where listed).
-* SPEED.json: ``{"<model name>": {"mp_per_s": float, "params": int (optional)}}`` - CPU
-  megapixels (output) per second, measured as the README says.
+* SPEED.json: ``{"<model name>": {"mp_per_s": float, "params": int, "preset": str,
+  "macs_per_output_pixel": int, "mp_per_s_bf16": float}}`` (all but ``mp_per_s``
+  optional) - CPU megapixels (output) per second, e.g. from ``tools/model_facts.py``.
 * PAPER.json: extra paper numbers ``{"<preset>": {"Set5": {"2": 37.99, ...}, ...}}``
   merged over the built-in :data:`PAPER` table.
 
@@ -121,16 +122,28 @@ def build_table(
     results = collect_results(evals)
     ref = merge_paper(paper)
     speed = speed or {}
-    head = ["model", "scale", "params", "CPU MP/s", *datasets]
+    head = ["model", "scale", "params", "MACs/px", "CPU MP/s", *datasets]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
-    order = sorted(results, key=lambda k: (split_name(*k), k[1], k[0]))
+
+    def preset_of(key: tuple[str, int]) -> str:
+        return str((speed.get(key[0]) or {}).get("preset") or split_name(*key))
+
+    order = sorted(results, key=lambda k: (preset_of(k), k[1], k[0]))
     for model, scale in order:
-        preset = split_name(model, scale)
         sp = speed.get(model) or {}
+        preset = preset_of((model, scale))
         params = sp.get("params")
         params = int(params) if params is not None else params_of(models, preset, scale)
-        mps = sp.get("mp_per_s")
-        cells = [model, f"x{scale}", _fmt_params(params), "-" if mps is None else f"{mps:.2f}"]
+        mps, bf16, macs = (
+            sp.get("mp_per_s"),
+            sp.get("mp_per_s_bf16"),
+            sp.get("macs_per_output_pixel"),
+        )
+        speed_text = "-" if mps is None else f"{mps:.2f}"
+        if mps is not None and bf16 is not None:
+            speed_text += f" / {bf16:.2f}"
+        macs_text = "-" if macs is None else f"{macs / 1e3:.1f} k"
+        cells = [model, f"x{scale}", _fmt_params(params), macs_text, speed_text]
         for ds in datasets:
             ours = results[(model, scale)].get(ds)
             theirs = ref.get(preset, {}).get(ds, {}).get(scale)
@@ -142,7 +155,8 @@ def build_table(
     lines.append("")
     lines.append(
         "Y-PSNR (dB), border = scale, MATLAB bicubic LR (`sisr eval`); paper numbers in "
-        "parentheses. CPU MP/s: output megapixels per second (see SPEED.json)."
+        "parentheses. MACs/px: multiply-accumulates per output pixel. CPU MP/s: output "
+        "megapixels per second (fp32 / bf16 where both were measured)."
     )
     return "\n".join(lines) + "\n"
 

@@ -8,7 +8,6 @@ alone and checks architecture, hyper-parameters, scale and outputs.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 import pytest
 import torch
@@ -194,9 +193,9 @@ def test_edsr_official_and_basicsr_any_scale(scale: int) -> None:
     sd = {k: v for k, v in model.state_dict().items() if "mean" not in k}
     # BasicSR stores no mean shift: detection fills in the DIV2K one.
     reference = build("edsr-baseline", scale, num_blocks=2, num_features=8)
-    reference.load_state_dict({**model.state_dict(), **{
-        k: v for k, v in reference.state_dict().items() if "mean" in k
-    }})
+    reference.load_state_dict(
+        {**model.state_dict(), **{k: v for k, v in reference.state_dict().items() if "mean" in k}}
+    )
     _roundtrip(reference.eval(), _rename(sd, rules), layout="basicsr")
 
 
@@ -341,5 +340,3 @@ def test_known_foreign_architectures_get_a_clear_message() -> None:
     swinir = {"layers.0.residual_group.blocks.0.attn.relative_position_index": torch.zeros(1)}
     with pytest.raises(WeightsError, match=r"this is SwinIR.*(spandrel|could not load)"):
         detect(swinir, source="swinir.pth")
-
-

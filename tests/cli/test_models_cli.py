@@ -122,3 +122,30 @@ def test_shipped_weights_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         ("espcn-x3", True),
     ]
     assert models_cli.describe_preset("fsrcnn")["shipped_weights"] is False
+
+
+def test_models_scan_reports_every_file(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    import torch
+
+    from sisr.archs import build
+    from sisr.cli.main import main
+
+    torch.save(
+        {"params": build("compact", 4, num_feat=4, num_conv=1).state_dict()}, tmp_path / "a.pth"
+    )
+    (tmp_path / "sub").mkdir()
+    torch.save(build("vdsr", 2, depth=3, features=4).state_dict(), tmp_path / "sub" / "v.pt")
+    (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
+    (tmp_path / "notes.txt").write_text("ignored")
+    assert main(["models", "--scan", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "a.pth: compact x4" in out and "loads" in out
+    assert "v.pt: vdsr x? (scale not stored)" in out.replace("sub/", "")
+    assert "broken.pth: does not load: not a readable PyTorch checkpoint" in out
+    assert "2 of 3 weight files load" in out
+    assert main(["models", "--scan", str(tmp_path), "--json"]) == 0
+    rows = {r["file"].rsplit("/", 1)[-1]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["a.pth"]["params"] > 0 and rows["v.pt"]["scale"] is None
+    assert rows["broken.pth"]["loads"] is False

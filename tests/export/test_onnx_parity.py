@@ -23,7 +23,9 @@ FP32_TOL = 1e-4
 LEVEL_SHARE = 1e-3
 # Presets whose bicubic pre-upsampling fixes the graph to one input size.
 FIXED_SIZE = {"bicubic", "srcnn", "srcnn-915", "vdsr"}
-SHIPPED = sorted(n for n, w in names.WEIGHTS.items() if w.file is not None)
+SHIPPED = sorted(
+    n for n, w in names.WEIGHTS.items() if (p := names.shipped_path(w)) is not None and p.is_file()
+)
 
 
 def _build(preset: str) -> torch.nn.Module:
@@ -68,21 +70,28 @@ def test_preset_parity_on_set5(preset: str, set5_crops: torch.Tensor, tmp_path: 
     model = _build(preset)
     path = tmp_path / f"{preset}.onnx"
     x = set5_crops
+    verify = True
+    if sum(p.numel() for p in model.parameters()) > 5_000_000:
+        # EDSR (43M) and RRDBNet (17M): two real 20x20 crops keep the test to seconds;
+        # the export's own probe would run the network twice more, the test checks anyway.
+        x, verify = x[:2, :, 10:30, 10:30], False
     static = None
     if preset in FIXED_SIZE:
         # The dynamic export must refuse and say why; a fixed-size export must then work.
-        with pytest.raises(ExportError, match="dynamic input size.*--static"):
+        with pytest.raises(ExportError, match=r"dynamic input size.*--static"):
             export_onnx(model, path)
         assert not path.exists()
         static = tuple(x.shape[2:])
-    export_onnx(model, path, static=static)
+    export_onnx(model, path, static=static, verify=verify)
     with torch.no_grad():
         ref = model(x).numpy()
     if static is None:
         got = _session(path).run(None, {"input": x.numpy()})[0]
     else:  # fixed graphs take one image at a time
         sess = _session(path)
-        got = np.concatenate([sess.run(None, {"input": x[i : i + 1].numpy()})[0] for i in range(5)])
+        got = np.concatenate(
+            [sess.run(None, {"input": x[i : i + 1].numpy()})[0] for i in range(len(x))]
+        )
     assert got.shape == ref.shape
     _assert_parity(got, ref)
 
@@ -118,7 +127,8 @@ def test_properties_carry_the_weights_metadata(tmp_path: Path) -> None:
     assert json.loads(props["sisr.scale"]) == model.scale == 2
     assert json.loads(props["sisr.hparams"]) == model.hparams
     metrics = json.loads(props["sisr.metrics"])
-    assert any("psnr" in m for m in metrics), metrics  # the measured PSNR travels along
+    # the measured PSNR travels along (key names as the training run wrote them)
+    assert any(k.startswith("psnr") for m in metrics for k in m), metrics
     assert json.loads(props["sisr.recipe"]) is not None
     info = json.loads(props["sisr.info"])
     assert info["receptive_radius"] == model.info().receptive_radius

@@ -111,7 +111,7 @@ def test_hparam_ranges() -> None:
         {"x": [[[[[1]]]]]},
         {"x": object()},
     ):
-        with pytest.raises(WeightsError, match="^f: hparam"):
+        with pytest.raises(WeightsError, match=r"^f: hparam"):
             check_hparam_ranges(bad, source="f")
 
 
@@ -161,5 +161,5 @@ def test_upscale_cli_fails_the_image_without_writing(good: Path, tmp_path: Path)
     src = tmp_path / "in.png"
     write_uint8(src, np.random.default_rng(0).integers(0, 255, (12, 16, 3), dtype=np.uint8))
     out = tmp_path / "out"
-    assert main(["upscale", "-q", "-i", str(src), "-o", str(out), "-n", str(bad)]) == 1
+    assert main(["upscale", "-q", "-i", str(src), "-o", f"{out}/", "-n", str(bad)]) == 1
     assert not out.exists() or not any(out.iterdir())

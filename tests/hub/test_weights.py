@@ -178,7 +178,9 @@ def test_truncated_file(tmp_path: Path) -> None:
 def test_foreign_safetensors_refused(tmp_path: Path) -> None:
     path = tmp_path / "foreign.safetensors"
     save_file(_toy().state_dict(), str(path))
-    with pytest.raises(WeightsError, match=r"not a sisr weights file.*sisr convert"):
+    # Not sisr weights: the architecture is detected from the tensors, and a network no
+    # detector knows gets the closest match and the explicit conversion command.
+    with pytest.raises(WeightsError, match=r"not recognised.*closest: .*sisr convert .*--arch"):
         load_model(path)
 
 

@@ -23,12 +23,36 @@ def test_shipped_weights_are_intact_and_load(name: str) -> None:
     assert path.stat().st_size < 1 << 20  # the package stays small
 
 
-def test_default_family_covers_x2_x3_x4() -> None:
-    assert {WEIGHTS[f"default-x{s}"].scale for s in (2, 3, 4)} == {2, 3, 4}
-    assert WEIGHTS["default"].file == WEIGHTS["default-x2"].file
-    # Trained by our own engine: the file records its recipe and validation.
-    meta = read_metadata(shipped_path(WEIGHTS["default-x2"]))
-    assert meta["recipe"]["model"]["preset"] == "espcn"
+@pytest.mark.parametrize(("family", "preset"), [("default", "span-t"), ("fast", "espcn")])
+def test_shipped_families_cover_x2_x3_x4(family: str, preset: str) -> None:
+    assert {WEIGHTS[f"{family}-x{s}"].scale for s in (2, 3, 4)} == {2, 3, 4}
+    assert WEIGHTS[family].file == WEIGHTS[f"{family}-x2"].file
+    for s in (2, 3, 4):
+        # Trained by our own engine: the file records its recipe and validation.
+        meta = read_metadata(shipped_path(WEIGHTS[f"{family}-x{s}"]))
+        assert meta["recipe"]["model"]["preset"] == preset
+        assert meta["scale"] == s
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_default_records_how_it_was_trained_and_measured(scale: int) -> None:
+    meta = read_metadata(shipped_path(WEIGHTS[f"default-x{scale}"]))
+    extra = meta["extra"]
+    assert extra["cpu_minutes"] > 0 and extra["train_precision"] == "auto"
+    assert isinstance(extra["cpu_bf16"]["ok"], bool)
+    assert abs(extra["cpu_bf16"]["set5_delta_db"]) <= 0.02 or not extra["cpu_bf16"]["ok"]
+    assert {m["dataset"] for m in meta["metrics"]} == {"Set5", "Set14", "B100"}
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("scale", [2, 4])
+def test_default_beats_the_fast_espcn_on_set5(data_root, scale: int) -> None:  # type: ignore[no-untyped-def]
+    from sisr.evaluate import evaluate, load_pairs
+
+    pairs = load_pairs(data_root / "benchmarks" / "Set5", scale)
+    new = evaluate(f"default-x{scale}", pairs, scale, device="cpu", ssim=False)
+    old = evaluate(f"fast-x{scale}", pairs, scale, device="cpu", ssim=False)
+    assert new.psnr_y >= old.psnr_y + 0.5, (new.psnr_y, old.psnr_y)
 
 
 @pytest.mark.data

@@ -160,3 +160,25 @@ def test_cli_checks_the_output_before_loading_anything(
     assert main(["upscale", "-q", "-i", src, "-o", f"{tmp_path}/f/o/", "-n", missing]) == 2
     err = capsys.readouterr().err  # the output error comes before the weights are looked at
     assert "f: is a file" in err and "no-such" not in err
+
+
+# ----------------------------------------------------------------- 10: logs, not bars
+
+
+def test_no_terminal_codes_in_a_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sisr.infer import Upscaler
+
+    src = tmp_path / "in"
+    for name in ("a", "b"):
+        _img(src / f"{name}.png")
+    jobs = plan_jobs(src, tmp_path / "out")
+    up = Upscaler.from_name("bicubic-x2", device="cpu", progress=False)
+    said: list[str] = []
+    summary = run_jobs(up, jobs, progress=True, log=said.append)  # stderr is not a TTY here
+    assert len(summary.done) == 2
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b[" not in err
+    assert said == [
+        f"[1/2] done: {src / 'a.png'} -> {tmp_path / 'out' / 'a.png'}",
+        f"[2/2] done: {src / 'b.png'} -> {tmp_path / 'out' / 'b.png'}",
+    ]

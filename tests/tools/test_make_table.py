@@ -51,15 +51,29 @@ def test_table_cells(mt: ModuleType) -> None:
     speed = {
         "espcn-x2": {"mp_per_s": 41.234},
         "edsr-baseline-x3": {"mp_per_s": 0.5, "params": 1554},
+        "default-x2": {
+            "preset": "span-t",
+            "params": 47308,
+            "macs_per_output_pixel": 11900,
+            "mp_per_s": 2.5,
+            "mp_per_s_bf16": 0.31,
+        },
     }
-    table = mt.build_table([EVAL_A, EVAL_B], MODELS, speed)
+    default = [{"model": "default-x2", "dataset": "Set5", "scale": 2, "psnr_y": 36.969}]
+    table = mt.build_table([EVAL_A, EVAL_B, default], MODELS, speed)
     rows = _rows(table)
-    assert list(rows) == ["edsr-baseline-x2@x2", "edsr-baseline-x3@x3", "espcn-x2@x2"]
+    assert list(rows) == [
+        "edsr-baseline-x2@x2",
+        "edsr-baseline-x3@x3",
+        "espcn-x2@x2",
+        "default-x2@x2",  # sorted by its preset, span-t
+    ]
     edsr2 = rows["edsr-baseline-x2@x2"]
-    assert edsr2[2:] == ["1.37 M", "-", "37.90 (37.99)", "33.31 (33.57)", "- (32.16)"]
+    assert edsr2[2:] == ["1.37 M", "-", "-", "37.90 (37.99)", "33.31 (33.57)", "- (32.16)"]
     edsr3 = rows["edsr-baseline-x3@x3"]
-    assert edsr3[2:] == ["1.6 k", "0.50", "- (34.37)", "- (30.28)", "28.90 (29.09)"]
-    assert rows["espcn-x2@x2"][2:] == ["21.0 k", "41.23", "36.00", "-", "-"]
+    assert edsr3[2:] == ["1.6 k", "-", "0.50", "- (34.37)", "- (30.28)", "28.90 (29.09)"]
+    assert rows["espcn-x2@x2"][2:] == ["21.0 k", "-", "41.23", "36.00", "-", "-"]
+    assert rows["default-x2@x2"][2:] == ["47.3 k", "11.9 k", "2.50 / 0.31", "36.97", "-", "-"]
 
 
 def test_paper_override_and_names(mt: ModuleType) -> None:
@@ -67,7 +81,7 @@ def test_paper_override_and_names(mt: ModuleType) -> None:
     assert mt.split_name("runs/a/model.safetensors", 2) == "model"
     assert mt.split_name("default", 2) == "default"
     table = mt.build_table([EVAL_A], MODELS, paper={"espcn": {"Set5": {"2": 36.5}}})
-    assert _rows(table)["espcn-x2@x2"][4] == "36.00 (36.50)"
+    assert _rows(table)["espcn-x2@x2"][5] == "36.00 (36.50)"
     assert mt.PAPER["espcn"]["Set5"] == {3: 32.55}  # built-in table not mutated
 
 
@@ -80,6 +94,6 @@ def test_cli_writes_file(mt: ModuleType, tmp_path: Path) -> None:
     argv = [str(files["a"]), "--models", str(files["models"]), "--speed", str(files["speed"])]
     assert mt.main([*argv, "-o", str(out)]) == 0
     text = out.read_text()
-    assert text.startswith("| model | scale | params | CPU MP/s | Set5 | Set14 | B100 |")
+    assert text.startswith("| model | scale | params | MACs/px | CPU MP/s | Set5 | Set14 | B100 |")
     with pytest.raises(ValueError, match="list of results"):
         mt.build_table([{"model": "x"}], MODELS)

@@ -37,3 +37,10 @@ def test_bad_init_from_creates_no_run_folder(
     with pytest.raises(WeightsError, match="no such"):
         train(load_recipe(make_recipe(iterations=1)), out, init_from=tmp_path / "missing.pt")
     assert not out.exists()
+
+
+def test_train_line_has_four_significant_digits() -> None:
+    from sisr.train.logging import format_train_line
+
+    line = format_train_line(7, 10, 0.012345678901234, {"l1": 0.01, "vgg": 0.1234567}, 1e-4, 3.0)
+    assert line == "iter 7/10 loss 0.01235 l1 0.01 vgg 0.1235 lr 0.0001 it/s 3.00"

@@ -79,6 +79,7 @@ PRESETS.update({"compact": compact, "msrresnet": msrresnet})
 # --- state-dict detection: one small function beside each architecture ------------
 # Each maps a (foreign) state dict to a Match / Miss / None (see sisr.archs._detect).
 # Order only matters for the message when nothing matches; detectors are disjoint.
+from sisr.archs._detect import Detector  # noqa: E402
 from sisr.archs.compact import detect as _detect_compact  # noqa: E402
 from sisr.archs.edsr import detect as _detect_edsr  # noqa: E402
 from sisr.archs.espcn import detect as _detect_espcn  # noqa: E402
@@ -89,7 +90,6 @@ from sisr.archs.span import detect as _detect_span  # noqa: E402
 from sisr.archs.srcnn import detect as _detect_srcnn  # noqa: E402
 from sisr.archs.srresnet import detect as _detect_srresnet  # noqa: E402
 from sisr.archs.vdsr import detect as _detect_vdsr  # noqa: E402
-from sisr.archs._detect import Detector  # noqa: E402
 
 DETECTORS: dict[str, Detector] = {
     "rrdbnet": _detect_rrdbnet,
@@ -117,4 +117,13 @@ def build(name: str, scale: int, **overrides: Any) -> SRModel:
     raise ConfigError(f"unknown model {name!r}; known presets: {known}")
 
 
-__all__ = ["ARCHS", "DETECTORS", "DISCRIMINATORS", "PRESETS", "ArchInfo", "Discriminator", "SRModel", "build"]
+__all__ = [
+    "ARCHS",
+    "DETECTORS",
+    "DISCRIMINATORS",
+    "PRESETS",
+    "ArchInfo",
+    "Discriminator",
+    "SRModel",
+    "build",
+]

@@ -75,9 +75,13 @@ def check_color_space(arch_id: str, color_space: str, y_channel: bool) -> str:
     from sisr.errors import ConfigError
 
     if color_space not in COLOR_SPACES:
-        raise ConfigError(f"{arch_id}: color_space must be one of {COLOR_SPACES}, got {color_space!r}")
+        raise ConfigError(
+            f"{arch_id}: color_space must be one of {COLOR_SPACES}, got {color_space!r}"
+        )
     if y_channel and color_space != "rgb":
-        raise ConfigError(f"{arch_id}: y_channel=True already implies YCbCr; leave color_space 'rgb'")
+        raise ConfigError(
+            f"{arch_id}: y_channel=True already implies YCbCr; leave color_space 'rgb'"
+        )
     return color_space
 
 

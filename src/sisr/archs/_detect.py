@@ -13,6 +13,7 @@ Every architecture module has one ``detect(state_dict)`` function (registered in
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -127,8 +128,6 @@ def conv_list(
     return out
 
 
-
-
 def named_chain(
     sd: Mapping[str, Tensor], layouts: Mapping[str, tuple[str, ...]]
 ) -> tuple[str, list[tuple[Tensor, Tensor | None]]] | Miss | None:
@@ -144,7 +143,7 @@ def named_chain(
         convs = conv_list(sd, list(names))
         if isinstance(convs, str):
             return Miss("", layout, convs)
-        for (a, _), (b, _) in zip(convs, convs[1:], strict=False):
+        for (a, _), (b, _) in itertools.pairwise(convs):
             if b.shape[1] != a.shape[0]:
                 return Miss("", layout, f"conv widths do not chain ({a.shape[0]} -> {b.shape[1]})")
         return layout, convs

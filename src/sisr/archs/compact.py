@@ -102,8 +102,6 @@ def compact(*, scale: int, **overrides: Any) -> SRVGGNetCompact:
     return SRVGGNetCompact(scale=scale, **kw)
 
 
-
-
 def detect(sd: Mapping[str, Tensor]) -> Detection:
     """``body.{even}`` 3x3 convs with per-channel PReLU slopes at ``body.{odd}``, nothing else.
 

@@ -30,7 +30,6 @@ from sisr.archs._blocks import (
     upsampler,
     upsampler_stages,
 )
-from sisr.archs._detect import Detection, Match, Miss, few, indices, rename
 from sisr.archs._common import (
     STANDARD_SCALES,
     check_scale,
@@ -39,6 +38,7 @@ from sisr.archs._common import (
     through_conv,
     through_shuffle,
 )
+from sisr.archs._detect import Detection, Match, Miss, few, indices, rename
 from sisr.archs.base import ArchInfo, SRModel
 from sisr.errors import ConfigError
 
@@ -189,8 +189,10 @@ def detect(sd: Mapping[str, Tensor]) -> Detection:
     elif "head.0.weight" not in sd or "body.0.body.0.weight" not in sd:
         return None
     sd = dict(sd)
-    if "tail.0.weight" not in sd and "tail.1.weight" in sd and not any(
-        k.startswith("tail.0.") for k in sd
+    if (
+        "tail.0.weight" not in sd
+        and "tail.1.weight" in sd
+        and not any(k.startswith("tail.0.") for k in sd)
     ):
         # Official code at x1: an empty upsampler at tail.0, the output conv at tail.1.
         sd = {("tail.0." + k[7:] if k.startswith("tail.1.") else k): v for k, v in sd.items()}
@@ -207,7 +209,10 @@ def detect(sd: Mapping[str, Tensor]) -> Detection:
         # The file's own colour shift (bias = -255 * mean with the default std of 1).
         mean = [round(-float(v) / 255.0, 6) for v in sd["sub_mean.bias"]]
     else:
-        shift = {"sub_mean": MeanShift(255.0, mean, sign=-1), "add_mean": MeanShift(255.0, mean, sign=1)}
+        shift = {
+            "sub_mean": MeanShift(255.0, mean, sign=-1),
+            "add_mean": MeanShift(255.0, mean, sign=1),
+        }
         for name, mod in shift.items():
             for key, value in mod.state_dict().items():
                 sd[f"{name}.{key}"] = value

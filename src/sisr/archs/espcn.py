@@ -17,7 +17,6 @@ from typing import Any
 from torch import Tensor, nn
 
 from sisr.archs._color import YCBCR_NOTE, check_color_space, luma_sr, ycbcr_sr
-from sisr.archs._detect import Detection, Match, Miss, named_chain, shuffle_scale
 from sisr.archs._common import (
     STANDARD_SCALES,
     check_scale,
@@ -26,6 +25,7 @@ from sisr.archs._common import (
     through_conv,
     through_shuffle,
 )
+from sisr.archs._detect import Detection, Match, Miss, named_chain, shuffle_scale
 from sisr.archs.base import ArchInfo, SRModel
 from sisr.errors import ConfigError
 
@@ -164,4 +164,4 @@ def detect(sd: Mapping[str, Tensor]) -> Detection:
     )
 
 
-__all__ = ["LAYOUTS", "ESPCN", "detect", "espcn"]
+__all__ = ["ESPCN", "LAYOUTS", "detect", "espcn"]

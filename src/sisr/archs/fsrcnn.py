@@ -28,7 +28,6 @@ from typing import Any
 from torch import Tensor, nn
 
 from sisr.archs._color import YCBCR_NOTE, check_color_space, luma_sr, ycbcr_sr
-from sisr.archs._detect import Detection, Match, Miss, indices
 from sisr.archs._common import (
     STANDARD_SCALES,
     check_scale,
@@ -37,6 +36,7 @@ from sisr.archs._common import (
     through_conv,
     through_deconv,
 )
+from sisr.archs._detect import Detection, Match, Miss, indices
 from sisr.archs.base import ArchInfo, SRModel
 from sisr.errors import ConfigError
 

@@ -28,7 +28,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sisr.archs._detect import Detection, Match, Miss, few, indices, rename
 from sisr.archs._common import (
     STANDARD_SCALES,
     check_scale,
@@ -37,6 +36,7 @@ from sisr.archs._common import (
     through_conv,
     through_shuffle,
 )
+from sisr.archs._detect import Detection, Match, Miss, few, indices, rename
 from sisr.archs.base import ArchInfo, Discriminator, SRModel
 from sisr.errors import ConfigError
 
@@ -197,7 +197,11 @@ def detect(sd: Mapping[str, Tensor]) -> Detection:
     blocks = len(indices(sd, r"body\.(\d+)\.body\.0\.weight$"))
     f = int(sd["head.0.weight"].shape[0])
     hp["body_end"] = "bn" if f"body.{blocks + 1}.running_mean" in sd else "prelu"
-    ups = [int(sd[f"upsample.{i}.weight"].shape[0]) for i in indices(sd, r"upsample\.(\d+)\.weight$") if sd[f"upsample.{i}.weight"].dim() == 4]
+    ups = [
+        int(sd[f"upsample.{i}.weight"].shape[0])
+        for i in indices(sd, r"upsample\.(\d+)\.weight$")
+        if sd[f"upsample.{i}.weight"].dim() == 4
+    ]
     if ups == [9 * f]:
         scale = 3
     elif ups and all(o == 4 * f for o in ups):

@@ -16,13 +16,13 @@ from typing import Any
 from torch import Tensor, nn
 
 from sisr.archs._color import YCBCR_NOTE, check_color_space, luma_sr, ycbcr_sr
-from sisr.archs._detect import Detection, Match, Miss, conv_list, few, indices
 from sisr.archs._common import (
     STANDARD_SCALES,
     bicubic_upsample,
     check_scale,
     pre_upsampling_radius,
 )
+from sisr.archs._detect import Detection, Match, Miss, conv_list, few, indices
 from sisr.archs.base import ArchInfo, SRModel
 from sisr.errors import ConfigError
 

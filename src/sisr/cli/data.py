@@ -15,9 +15,12 @@ written, 1 when some failed, 2 for a usage error (bad folder, unknown degradatio
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from sisr.errors import ConfigError, ImageError, SisrError
 
@@ -37,7 +40,9 @@ _DEGRADATION_HELP = (
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "data", help="prepare datasets (make LR images)", description="Dataset preparation."
+        "data",
+        help="prepare datasets (make LR images, pack, verify, unpack)",
+        description="Dataset preparation.",
     )
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     p = actions.add_parser(
@@ -48,8 +53,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Failed files are reported and skipped; exit code 1 if any failed."
         ),
     )
-    p.add_argument("-i", "--input", required=True, type=Path, metavar="HR_DIR")
-    p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT_DIR")
+    p.add_argument(
+        "-i", "--input", required=True, type=Path, metavar="HR_DIR", help="folder of HR images"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=Path,
+        metavar="OUT_DIR",
+        help="where the LR images go (OUT_DIR/x{S}/<name>.png)",
+    )
     p.add_argument(
         "-s",
         "--scale",
@@ -218,6 +232,32 @@ def _register_pack(actions: argparse._SubParsersAction) -> None:
     u.add_argument("-j", "--workers", type=int, default=None)
 
 
+@contextlib.contextmanager
+def _pack_progress(desc: str, every_s: float = 10.0) -> Iterator[Callable[[int, int], None]]:
+    """A ``progress(done, total)`` callback: a bar on a terminal, else a plain line on
+    stderr every ``every_s`` seconds (and at the end), so logs get no control codes."""
+    import time
+
+    state: dict[str, Any] = {"bar": None, "last": time.monotonic()}
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            if state["bar"] is None:
+                from tqdm import tqdm
+
+                state["bar"] = tqdm(total=total, desc=desc, unit="img", file=sys.stderr)
+            state["bar"].update(done - state["bar"].n)
+        elif done == total or time.monotonic() - state["last"] >= every_s:
+            state["last"] = time.monotonic()
+            print(f"{desc}: {done}/{total} images", file=sys.stderr, flush=True)
+
+    try:
+        yield progress
+    finally:
+        if state["bar"] is not None:
+            state["bar"].close()
+
+
 def _run_pack(args: argparse.Namespace) -> int:
     import time
 
@@ -225,7 +265,10 @@ def _run_pack(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     if args.data_command == "pack":
-        header = packing.pack(args.input, args.output, codec=args.codec, workers=args.workers)
+        with _pack_progress("packing") as progress:
+            header = packing.pack(
+                args.input, args.output, codec=args.codec, workers=args.workers, progress=progress
+            )
         size = args.output.stat().st_size
         print(
             f"{args.output}: {len(header['images'])} images, {header['pixels'] / 1e6:.1f} M "

@@ -156,9 +156,17 @@ def run(args: argparse.Namespace) -> int:
     results: dict[tuple[int, int, int], EvalResult] = {}
     total = sum(len(scales) for _, _, scales in plan) * len(args.data)
     done = 0
+    failed: list[str] = []
     for di, data in enumerate(args.data):
         # Decoded once per set, pairs once per scale, both shared by all models.
-        images = read_images(data, limit=args.limit, allow_unverified=args.allow_unverified)
+        n_failed = len(failed)
+        images = read_images(
+            data, limit=args.limit, allow_unverified=args.allow_unverified, failed=failed
+        )
+        for msg in failed[n_failed:]:  # reported, and the rest of the set is still scored
+            print(f"failed: {msg}", file=sys.stderr)
+        if not images:
+            raise ConfigError(f"{data}: no readable image to evaluate")
         pairs_cache: dict[int, list[EvalPair]] = {}
         set_name = dataset_label(data)
         for mi, (label, model, scales) in enumerate(plan):
@@ -193,6 +201,12 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.json, ordered)
     if args.csv:
         write_csv(args.csv, ordered)
+    if failed:
+        print(
+            f"sisr eval: {len(failed)} image(s) could not be read and were left out",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -28,6 +28,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument(
+        "--catalog",
+        action="store_true",
+        help="list the published weights sisr can download by name (sisr upscale -n NAME)",
+    )
+    what.add_argument(
+        "--scan",
+        metavar="DIR",
+        default=None,
+        help="one line per weight file under DIR: architecture, scale, parameters, loads or why not",
+    )
     p.set_defaults(func=run)
 
 
@@ -210,6 +222,10 @@ def render_table(zoo: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "catalog", False) or getattr(args, "scan", None):
+        from sisr.cli.models_scan import run_catalog, run_scan
+
+        return run_catalog(args) if args.catalog else run_scan(args)
     zoo = collect()
     if args.json:
         print(json.dumps(zoo, indent=2))

@@ -45,8 +45,9 @@ def register(subparsers: Any) -> None:
         "-n",
         "--model",
         default="default",
-        help="named weights (see `sisr models`) or a .safetensors file (default: 'default', "
-        "the built-in ESPCN)",
+        help="named weights (see `sisr models`), a published name (`sisr models --catalog`, "
+        "downloaded on first use) or a weights file: .safetensors, or a .pth/.pt whose "
+        "architecture is detected (default: 'default', the built-in ESPCN)",
     )
     p.add_argument(
         "-s", "--scale", type=int, default=None, help="pick the weights of this scale (2, 3, 4)"
@@ -103,7 +104,7 @@ def register(subparsers: Any) -> None:
         type=int,
         default=None,
         metavar="L",
-        help="zlib level for PNG output, 0-9 (default 1: fast; 9: smallest files)",
+        help="PNG compression 0-9 (default 1: Sub filter + zlib 1, fast; 6: the former default; 9: smallest files)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -122,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
     if args.png_level is not None and not 0 <= args.png_level <= 9:
         raise ConfigError(f"--png-level must be in 0..9, got {args.png_level}")
     tile = parse_tile(args.tile)
+    from sisr.io import get_max_pixels
+
+    get_max_pixels()  # a bad $SISR_MAX_PIXELS is one error now, not one per file
     rank, world, local_rank, local_world = dist_env()
     device = args.device
     if world > 1:

@@ -158,9 +158,30 @@ def _image_folder(folder: Path) -> Path | None:
     return None
 
 
-def _data_root() -> Path | None:
+def data_root_candidates() -> list[Path]:
+    """Where the shared data folder is looked for, in order: ``$SISR_DATA`` when set, else
+    ``../shared/data`` beside the current folder and beside the source checkout (as the
+    tests find it), so ``sisr eval --data Set5`` works from the repository root."""
     env = os.environ.get("SISR_DATA")
-    return Path(env).expanduser() if env else None
+    if env:
+        return [Path(env).expanduser()]
+    here = Path(__file__).resolve()
+    out = [Path.cwd().parent / "shared" / "data"]
+    if len(here.parents) > 4 and (here.parents[3] / "pyproject.toml").is_file():
+        out.append(here.parents[4] / "shared" / "data")  # <repo>/src/sisr/data/x.py -> <repo>/..
+    return list(dict.fromkeys(p.resolve() for p in out))
+
+
+def _data_root() -> Path | None:
+    for root in data_root_candidates():
+        if (root / "benchmarks").is_dir():
+            return root
+    return None
+
+
+def _looked_in(name: str) -> str:
+    where = ", ".join(str(root / "benchmarks" / name) for root in data_root_candidates())
+    return f"looked in {where} (set SISR_DATA to the folder holding benchmarks/)"
 
 
 def _cache_root(cache_dir: str | Path | None) -> Path:
@@ -216,10 +237,16 @@ def resolve_benchmark(
     if (found := _image_folder(cached)) is not None:
         return found
     if not download:
-        raise DownloadError(f"{name}: not found in $SISR_DATA/benchmarks nor in {cached}")
-    return download_benchmark(
-        BENCHMARKS[name], allow_unverified=allow_unverified, cache_dir=cache_dir, progress=progress
-    )
+        raise DownloadError(f"{name}: not found; {_looked_in(name)} and in {cached}")
+    try:
+        return download_benchmark(
+            BENCHMARKS[name],
+            allow_unverified=allow_unverified,
+            cache_dir=cache_dir,
+            progress=progress,
+        )
+    except DownloadError as exc:  # say where it was looked for first, then the download
+        raise DownloadError(f"{name}: not found locally ({_looked_in(name)}); {exc}") from None
 
 
 def _md5_file(path: Path) -> str:

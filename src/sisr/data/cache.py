@@ -126,7 +126,8 @@ def _build(folder: Path, images: ImageList, progress: bool) -> dict[str, Any]:
     if progress:
         from tqdm import tqdm
 
-        files = tqdm(files, desc=f"decoding {len(files)} images", unit="img")
+        # disable=None: no bar (and no \r codes) when stderr is not a terminal
+        files = tqdm(files, desc=f"decoding {len(files)} images", unit="img", disable=None)
     with atomic_path(folder / data_name) as tmp, open(tmp, "wb") as out:
         for p, (size, mtime_ns) in zip(files, stats, strict=True):
             try:

@@ -262,6 +262,12 @@ def imresize_uint8(
     x: (..., H, W) uint8; returns (..., out_h, out_w) uint8. Computed in float64; the
     intermediate result after the first pass is rounded and saturated to uint8, as MATLAB does.
     """
+    if not isinstance(x, Tensor):
+        kind = f"a numpy array of {x.dtype}" if hasattr(x, "dtype") else type(x).__name__
+        raise TypeError(
+            f"imresize_uint8 expects a torch uint8 tensor, got {kind} "
+            "(wrap it with torch.from_numpy)"
+        )
     if x.dtype != torch.uint8:
         raise TypeError(f"imresize_uint8 expects a uint8 tensor, got {x.dtype}")
     _check_spatial(x)

@@ -139,16 +139,30 @@ def read_images(
     limit: int | None = None,
     download: bool = True,
     allow_unverified: bool | None = None,
+    failed: list[str] | None = None,
 ) -> list[tuple[str, Tensor]]:
     """The HR images of a benchmark (name or folder, see
     :func:`sisr.data.benchmarks.resolve_benchmark`) as (file stem, (3, H, W) uint8),
-    exactly as stored (gray replicated to three channels); ``limit``: the first N only."""
+    exactly as stored (gray replicated to three channels); ``limit``: the first N only.
+
+    ``failed``: when given, an unreadable image is skipped and its ImageError message
+    appended there (the rest is still scored); otherwise the ImageError is raised.
+    """
     from sisr.data.benchmarks import list_benchmark_images, resolve_benchmark
+    from sisr.errors import ImageError
     from sisr.io import read_rgb_uint8
 
     folder = resolve_benchmark(dataset, download=download, allow_unverified=allow_unverified)
     files = list_benchmark_images(folder)[:limit]
-    return [(path.stem, _chw(read_rgb_uint8(path))) for path in files]
+    images = []
+    for path in files:
+        try:
+            images.append((path.stem, _chw(read_rgb_uint8(path))))
+        except ImageError as exc:
+            if failed is None:
+                raise
+            failed.append(str(exc))
+    return images
 
 
 def load_pairs(

@@ -47,9 +47,7 @@ def _require_onnx() -> Any:
     try:
         import onnx
     except ImportError:
-        raise ExportError(
-            "ONNX export needs the onnx package: pip install 'sisr[onnx]'"
-        ) from None
+        raise ExportError("ONNX export needs the onnx package: pip install 'sisr[onnx]'") from None
     return onnx
 
 
@@ -161,8 +159,6 @@ def export_onnx(
         tmp.write_bytes(blob)
     report["bytes"] = len(blob)
     return report
-
-
 
 
 __all__ = ["DEFAULT_OPSET", "export_onnx", "onnx_bytes", "onnx_properties"]

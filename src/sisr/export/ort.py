@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from sisr.archs.base import ArchInfo
 from sisr.errors import ConfigError
-from sisr.export.prepare import INPUT_NAME, ExportError
+from sisr.export.prepare import ExportError
 
 
 def _require_ort() -> Any:

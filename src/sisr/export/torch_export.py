@@ -42,11 +42,11 @@ def export_torchscript(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings are what check_graph tests for real
         traced = torch.jit.trace(net, (x,), check_trace=False)
-    traced = torch.jit.freeze(traced.eval())
-    buf = io.BytesIO()
-    torch.jit.save(traced, buf, _extra_files=_extra(meta, model))
-    data = buf.getvalue()
-    loaded = torch.jit.load(io.BytesIO(data))
+        traced = torch.jit.freeze(traced.eval())  # (TorchScript's deprecation notices too)
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf, _extra_files=_extra(meta, model))
+        data = buf.getvalue()
+        loaded = torch.jit.load(io.BytesIO(data))
 
     def run(t: Tensor) -> Tensor:
         with torch.no_grad():

@@ -131,6 +131,13 @@ def explain_no_match(sd: Mapping[str, Tensor], misses: list[Miss], *, source: st
     foreign = identify(sd)
     if foreign is not None:
         return foreign.message(source)
+    return _closest(sd, misses, source=source) + (
+        "; if you know the architecture: sisr convert FILE OUT.safetensors --arch NAME "
+        "[--set key=value]"
+    )
+
+
+def _closest(sd: Mapping[str, Tensor], misses: list[Miss], *, source: str) -> str:
     if misses:
         miss = misses[0]
         others = "".join(f"; {m.arch} ({m.layout}): {m.reason}" for m in misses[1:3])
@@ -157,7 +164,9 @@ def detect(sd: Mapping[str, Tensor], *, source: str = "checkpoint") -> Match:
     raise WeightsError(explain_no_match(sd, misses, source=source))
 
 
-def resolve_scale(match: Match, requested: int | None, name: str, *, source: str) -> tuple[int, str]:
+def resolve_scale(
+    match: Match, requested: int | None, name: str, *, source: str
+) -> tuple[int, str]:
     """The scale to build: the tensors', else the requested one, else the file name's."""
     if match.scale is not None:
         if requested is not None and int(requested) != match.scale:
@@ -192,9 +201,34 @@ def detect_raw(
     from sisr.hub.convert import unwrap_state_dict
 
     sd = unwrap_state_dict(raw, source=source)
-    match = detect(sd, source=source)
+    try:
+        match = detect(sd, source=source)
+    except WeightsError:
+        foreign = _via_spandrel(sd, scale, source=source)
+        if foreign is None:
+            raise
+        return foreign
     chosen, how = resolve_scale(match, scale, name, source=source)
     return Detected(build_detected(match, chosen, source=source), match, how)
+
+
+def _via_spandrel(sd: Mapping[str, Tensor], scale: int | None, *, source: str) -> Detected | None:
+    """The optional backend: an architecture sisr lacks, built by spandrel (if installed)."""
+    from sisr.hub.foreign import identify, load_spandrel, spandrel_available
+
+    known = identify(sd)
+    if not spandrel_available() or (known is not None and not known.in_spandrel):
+        return None
+    try:
+        model = load_spandrel(sd, source=source)
+    except WeightsError:
+        return None
+    if scale is not None and int(scale) != model.scale:
+        raise WeightsError(f"{source}: the weights are x{model.scale}, but x{scale} was requested")
+    match = Match(
+        "spandrel", {"architecture": model.architecture}, dict(sd), "spandrel", model.scale
+    )
+    return Detected(model, match, "tensors")
 
 
 def load_detected(path: str | Path, *, scale: int | None = None) -> Detected:
@@ -210,7 +244,7 @@ def describe(detected: Detected) -> dict[str, Any]:
     """What was detected, for metadata and listings (JSON-serialisable)."""
     m = detected.match
     return {
-        "arch": m.arch,
+        "arch": m.arch if m.arch != "spandrel" else f"spandrel:{m.hparams['architecture']}",
         "key_layout": m.layout,
         "hparams": detected.model.hparams,
         "scale": detected.model.scale,

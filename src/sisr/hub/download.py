@@ -121,15 +121,21 @@ def _progress_bar(total: int | None, desc: str, enabled: bool):  # type: ignore[
         unit="B",
         unit_scale=True,
         unit_divisor=1024,
-        disable=not enabled,
+        disable=not enabled or not sys.stderr.isatty(),  # no \r codes in log files
         file=sys.stderr,
         leave=False,
     )
 
 
-def _download(url: str, target: Path, sha256: str | None, progress: bool) -> str:
+def _download(
+    url: str, target: Path, sha256: str | None, progress: bool, size: int | None = None
+) -> str:
     """Stream ``url`` into ``target`` atomically; returns the hex digest of what was written."""
     body, total = _open(url)
+    if size is not None and total is not None and total != size:
+        body.close()
+        raise DownloadError(f"{url}: the server announces {total} bytes, expected {size}")
+    total = size if total is None else total
     h = hashlib.sha256()
     received = 0
     try:
@@ -173,6 +179,7 @@ def fetch(
     cache_dir: Path | None = None,
     filename: str | None = None,
     progress: bool = True,
+    size: int | None = None,
 ) -> Path:
     """Return the local path of ``url``'s content, downloading it into the cache if needed.
 
@@ -183,6 +190,8 @@ def fetch(
         cache_dir: folder to store into (default :func:`cache_dir`).
         filename: name inside ``cache_dir`` (default: the URL's last path part).
         progress: show a tqdm bar on stderr.
+        size: expected byte count, when known: checked against the announced length
+            before the transfer and against what arrived (and gives the bar its total).
 
     Raises:
         DownloadError: unreachable URL, HTTP error, truncated body, or checksum
@@ -208,7 +217,7 @@ def fetch(
         # Stale or corrupted cache entry: fetch again below.
         _remove(target)
 
-    digest = _download(url, target, expected, progress)
+    digest = _download(url, target, expected, progress, size)
     _write_sidecar(target, digest)
     return target
 

@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from sisr.archs.base import ArchInfo, SRModel
@@ -61,9 +60,20 @@ class Foreign:
 # Characteristic keys (all must be present) -> architecture name; checked in order.
 _SIGNATURES: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("IMDN", ("IMDB1.c1.weight", "IMDB1.cca.conv_du.0.weight", "fea_conv.weight"), False),
-    ("HAT", ("relative_position_index_SA", "layers.0.residual_group.blocks.0.conv_block.cab.0.weight"), True),
+    (
+        "HAT",
+        ("relative_position_index_SA", "layers.0.residual_group.blocks.0.conv_block.cab.0.weight"),
+        True,
+    ),
     ("ATD", ("relative_position_index_SA", "layers.0.residual_group.td"), True),
-    ("Swin2SR", ("patch_embed.proj.weight", "layers.0.residual_group.blocks.0.attn.relative_position_index"), True),
+    (
+        "Swin2SR",
+        (
+            "patch_embed.proj.weight",
+            "layers.0.residual_group.blocks.0.attn.relative_position_index",
+        ),
+        True,
+    ),
     ("SwinIR", ("layers.0.residual_group.blocks.0.attn.relative_position_index",), True),
     ("RGT", ("before_RG.1.weight", "layers.0.blocks.0.attn.attns.0.rpe_biases"), True),
     ("DAT", ("before_RG.1.weight", "layers.0.blocks.0.ffn.sg.conv.weight"), True),
@@ -160,7 +170,10 @@ class SpandrelModel(SRModel):
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
         need_h, need_w = max(h, self.minimum), max(w, self.minimum)
-        pad_h, pad_w = (-need_h) % self.multiple + need_h - h, (-need_w) % self.multiple + need_w - w
+        pad_h, pad_w = (
+            (-need_h) % self.multiple + need_h - h,
+            (-need_w) % self.multiple + need_w - w,
+        )
         if pad_h or pad_w:
             mode = "reflect" if pad_h < h and pad_w < w else "replicate"
             x = nn.functional.pad(x, (0, pad_w, 0, pad_h), mode=mode)
@@ -183,13 +196,17 @@ def load_spandrel(sd: Mapping[str, Tensor], *, source: str) -> SpandrelModel:
     try:
         spandrel = _import_spandrel()
     except ImportError as exc:
-        raise WeightsError(f"{source}: the optional backend is not installed: {INSTALL_HINT}") from exc
+        raise WeightsError(
+            f"{source}: the optional backend is not installed: {INSTALL_HINT}"
+        ) from exc
     try:
         descriptor = spandrel.ModelLoader(device="cpu").load_from_state_dict(dict(sd))
     except Exception as exc:  # spandrel raises its own UnsupportedModelError and others
         raise WeightsError(f"{source}: spandrel could not load it ({exc})") from exc
     if not isinstance(descriptor, spandrel.ImageModelDescriptor):
-        raise WeightsError(f"{source}: spandrel loaded a {type(descriptor).__name__}, not an image model")
+        raise WeightsError(
+            f"{source}: spandrel loaded a {type(descriptor).__name__}, not an image model"
+        )
     model = SpandrelModel(descriptor)
     return model.eval()  # type: ignore[return-value]
 

@@ -63,34 +63,74 @@ def _table(*entries: NamedWeights) -> dict[str, NamedWeights]:
     return table
 
 
-# The built-in default model: ESPCN (paper layout, RGB) trained with sisr's own engine on
-# T91 + BSD200 on a CPU in about ten minutes per scale (recipes/default_espcn_x*.yaml; x3
-# and x4 warm-started from x2). Set5 Y-PSNR (paper protocol) in each description.
-_DEFAULT_SHA256 = {
-    2: "b2c482a6d9bfbcdfcf08518247bd45b85949c5199d2dbf1653c314573af693aa",
-    3: "b93a479276067f919319e50cb3011779bf421cc2c81abf7e0e62b1d9d82b360c",
-    4: "ef3f74ab8d4d192b7b665bcd6d9001e13af92347ac4d0575096fb7e719465ffd",
-}
-_DEFAULT_SET5 = {
-    2: "35.04 dB (bicubic 33.66)",
-    3: "31.25 dB (bicubic 30.39)",
-    4: "29.21 dB (bicubic 28.42)",
-}
+@dataclass(frozen=True)
+class _Family:
+    """One shipped model family: ``<name>-x2/-x3/-x4`` plus ``<name>`` for x2."""
+
+    name: str
+    preset: str
+    label: str
+    file: str  # with {scale}
+    recipe: str  # with {scale}
+    sha256: dict[int, str]
+    set5: dict[int, str]
 
 
-def _default_entries() -> list[NamedWeights]:
+# The built-in families, both trained with sisr's own engine on T91 + BSD200 on a 2-core
+# CPU (x3/x4 warm-started from x2). ``default``: SPAN at 16 features x 6 blocks (span-t,
+# 47K parameters); ``fast``: the previous default, ESPCN. Set5 Y-PSNR in each description.
+_FAMILIES = (
+    _Family(
+        name="default",
+        preset="span-t",
+        label="SPAN-t",
+        file="default-x{scale}.safetensors",
+        recipe="recipes/default_span_x{scale}.yaml",
+        sha256={
+            2: "f79b083521e89a61e766bbb546f84e886b9ea56ddb8577896ab04401d22efd4f",
+            3: "09371d946f2cf032459ed77e1089e3cf23666c642446e504d8aa616703b68f26",
+            4: "435b0235db18a9e883a2dcd1f8013bc72c6e503ae1db640767838a500178092f",
+        },
+        set5={
+            2: "36.97 dB (bicubic 33.66)",
+            3: "32.38 dB (bicubic 30.39)",
+            4: "30.02 dB (bicubic 28.42)",
+        },
+    ),
+    _Family(
+        name="fast",
+        preset="espcn",
+        label="ESPCN",
+        file="espcn-x{scale}.safetensors",
+        recipe="recipes/default_espcn_x{scale}.yaml",
+        sha256={
+            2: "b2c482a6d9bfbcdfcf08518247bd45b85949c5199d2dbf1653c314573af693aa",
+            3: "b93a479276067f919319e50cb3011779bf421cc2c81abf7e0e62b1d9d82b360c",
+            4: "ef3f74ab8d4d192b7b665bcd6d9001e13af92347ac4d0575096fb7e719465ffd",
+        },
+        set5={
+            2: "35.04 dB (bicubic 33.66)",
+            3: "31.25 dB (bicubic 30.39)",
+            4: "29.21 dB (bicubic 28.42)",
+        },
+    ),
+)
+
+
+def _family_entries(family: _Family) -> list[NamedWeights]:
     entries = []
-    for scale, digest in _DEFAULT_SHA256.items():
-        for name in (f"default-x{scale}", *(("default",) if scale == 2 else ())):
+    for scale, digest in family.sha256.items():
+        plain = (family.name,) if scale == 2 else ()
+        for name in (f"{family.name}-x{scale}", *plain):
             entries.append(
                 NamedWeights(
                     name=name,
-                    preset="espcn",
+                    preset=family.preset,
                     scale=scale,
-                    description=f"built-in ESPCN x{scale}, Set5 {_DEFAULT_SET5[scale]}",
-                    file=f"espcn-x{scale}.safetensors",
+                    description=(f"built-in {family.label} x{scale}, Set5 {family.set5[scale]}"),
+                    file=family.file.format(scale=scale),
                     sha256=digest,
-                    source=f"trained by sisr: recipes/default_espcn_x{scale}.yaml",
+                    source=f"trained by sisr: {family.recipe.format(scale=scale)}",
                     license="Apache-2.0",
                 )
             )
@@ -98,7 +138,7 @@ def _default_entries() -> list[NamedWeights]:
 
 
 # Explicit, reviewed list (no discovery); see the module docstring for how to add one.
-WEIGHTS: dict[str, NamedWeights] = _table(*_default_entries())
+WEIGHTS: dict[str, NamedWeights] = _table(*(e for f in _FAMILIES for e in _family_entries(f)))
 
 
 def shipped_dir() -> Path:

@@ -20,6 +20,7 @@ import collections
 import io
 import pickle
 import types
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -130,9 +131,13 @@ def load_inert(path: str | Path) -> Any:
         data = path.read_bytes()
         # weights_only=False only selects the classic unpickling path; which globals can
         # resolve is decided by InertUnpickler.find_class above, not by torch.
-        return torch.load(
-            io.BytesIO(data), map_location="cpu", weights_only=False, pickle_module=_MODULE
-        )
+        with warnings.catch_warnings():
+            # Legacy files carry each class's source for a comparison torch only warns
+            # about; with inert classes there is nothing to compare.
+            warnings.filterwarnings("ignore", message="Couldn't retrieve source code")
+            return torch.load(
+                io.BytesIO(data), map_location="cpu", weights_only=False, pickle_module=_MODULE
+            )
     except Exception as exc:  # zip / pickle corruption surfaces as many error types
         raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
 
@@ -207,6 +212,7 @@ def classes_in(obj: Any, depth: int = 0) -> list[str]:
         for v in obj:
             found += classes_in(v, depth + 1)
     return found
+
 
 __all__ = [
     "Inert",

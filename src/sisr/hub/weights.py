@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from sisr.archs.base import SRModel
-from sisr.errors import WeightsError
+from sisr.errors import ConfigError, WeightsError
 from sisr.hub.validate import (
     check_finite,
     check_hparam_ranges,
@@ -271,7 +271,7 @@ def model_from_metadata(
     try:
         with torch.device(device) if device is not None else contextlib.nullcontext():
             return ARCHS[arch](**hparams)
-    except (TypeError, ValueError, RuntimeError, MemoryError, NotImplementedError) as exc:
+    except (ConfigError, TypeError, ValueError, RuntimeError, MemoryError) as exc:
         raise WeightsError(
             f"{source}: cannot build {arch!r} from hparams {hparams}: {exc}"
         ) from exc
@@ -323,9 +323,16 @@ def resolve_weights(name_or_path: str | Path, *, progress: bool = True) -> Path 
             filename=f"{entry.name}.safetensors",
             progress=progress,
         )
+    from sisr.hub.catalog import catalog, fetch_entry
+
+    published = catalog().get(name)
+    if published is not None:  # a published file (OpenModelDB facts), verified download
+        return fetch_entry(published, progress=progress)
     if path.suffix or len(path.parts) > 1:
         raise WeightsError(f"{path}: no such weights file")
-    known = ", ".join(names.known_names())
+    known = (
+        ", ".join(names.known_names()) + " (and the published weights of `sisr models --catalog`)"
+    )
     from sisr.archs import PRESETS
 
     if name in PRESETS:
@@ -407,9 +414,9 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "export_state_dict",
+    "is_sisr_weights",
     "load_model",
     "load_state_dict_strict",
-    "is_sisr_weights",
     "load_weights_file",
     "model_from_metadata",
     "read_metadata",

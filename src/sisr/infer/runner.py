@@ -280,6 +280,13 @@ def _check_job(job: Job, seen: dict[Path, Path]) -> str | None:
     return None
 
 
+def _is_tty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # replaced or closed stream
+        return False
+
+
 def _bar(total: int, desc: str, enabled: bool, position: int, leave: bool, unit: str) -> Any:
     from tqdm import tqdm
 
@@ -334,7 +341,11 @@ def run_jobs(
         else:
             todo.append(job)
     pil_format = None if fmt is None else {"jpg": "JPEG", "tiff": "TIFF"}.get(fmt, fmt.upper())
-    overall = _bar(len(jobs), "files", progress, 0, True, "file")
+    # Bars only on a terminal: in a log file their \r and cursor-up codes are noise, so
+    # there each finished file gets one plain line instead.
+    bars = progress and _is_tty(sys.stderr)
+    lines = progress and not bars
+    overall = _bar(len(jobs), "files", bars, 0, True, "file")
     overall.update(len(jobs) - len(todo))
 
     def fail(job: Job, exc: BaseException) -> None:
@@ -363,6 +374,9 @@ def run_jobs(
         else:
             summary.done.append(job.src)
             overall.update(1)
+            if lines:
+                n = len(summary.done) + len(summary.failed) + len(summary.skipped)
+                say(f"[{n}/{len(jobs)}] done: {job.src} -> {job.dst}")
 
     with (
         ThreadPoolExecutor(1, "sisr-read") as reader,
@@ -393,7 +407,7 @@ def run_jobs(
                 except Exception as exc:
                     fail(job, exc)
                     continue
-                bar = _bar(tiles, _short(job.src), progress, 1, False, "tile")
+                bar = _bar(tiles, _short(job.src), bars, 1, False, "tile")
                 try:
                     color, alpha = upscaler.upscale_arrays(
                         img.color, img.alpha, progress=bar.update

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -88,6 +89,32 @@ def parse_tile(tile: int | str | None) -> int | str:
             raise ConfigError(f"tile must be 'auto', 0 or a positive size, got {tile!r}") from None
     if isinstance(tile, bool) or not isinstance(tile, int) or tile < 0:
         raise ConfigError(f"tile must be 'auto', 0 or a positive size, got {tile!r}")
+    return tile
+
+
+# Smallest tile we run: below it the per-tile overhead dominates, and oneDNN picks other
+# convolution kernels for tiny shapes whose float rounding was measured to move rare pixels
+# by one level against the untiled output (default-x2: tiles 2..8 differ, 16+ match).
+MIN_TILE = 16
+
+
+def _checked_tile(tile: int | str, radius: int) -> int | str:
+    """Refuse a tile smaller than the receptive radius (each tile would recompute
+    several times its own area: minutes for ``-t 1``); raise small ones to MIN_TILE."""
+    if not isinstance(tile, int) or tile == 0:
+        return tile
+    if tile < radius:
+        raise ConfigError(
+            f"tile {tile} is smaller than the network's receptive radius {radius}; "
+            f"use --tile {max(MIN_TILE, radius)} or more (or 0 for no tiling, or auto)"
+        )
+    if tile < MIN_TILE:
+        warnings.warn(
+            f"tile {tile} raised to {MIN_TILE}, the smallest tile whose output matches the "
+            "untiled one",
+            stacklevel=3,
+        )
+        return MIN_TILE
     return tile
 
 
@@ -200,6 +227,7 @@ class Upscaler:
         self.dtype = resolve_precision(precision, self.device, self.info.half_safe, cpu_bf16_ok)
         self.tile = parse_tile(tile)
         self.tile_pad = int(self.info.receptive_radius if tile_pad is None else tile_pad)
+        self.tile = _checked_tile(self.tile, self.info.receptive_radius)
         self.multiple = max(1, int(self.info.size_multiple))
         self.tta = bool(tta)
         self.alpha = alpha

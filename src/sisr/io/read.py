@@ -357,6 +357,46 @@ def _pixels_8bit_or_gray16(
     raise ImageError(path, f"unsupported image mode {mode!r} in {fmt} file")
 
 
+_SAMPLE_FORMATS = {1: "unsigned integer", 2: "signed integer", 3: "floating-point"}
+
+
+def _tiff_unsupported(data: bytes) -> str:
+    """Why Pillow has no mode for a TIFF (e.g. 32-bit float RGB): not corruption."""
+    detail = ""
+    try:
+        ifd = TiffImagePlugin.ImageFileDirectory_v2(data[:8])
+        fp = io.BytesIO(data)
+        fp.seek(ifd.next)
+        ifd.load(fp)
+        bps = ifd.get(258, (1,))
+        bps = bps if isinstance(bps, tuple) else (bps,)
+        fmt = ifd.get(339, (1,))
+        fmt = fmt[0] if isinstance(fmt, tuple) else fmt
+        spp = ifd.get(277, len(bps))
+        kind = _SAMPLE_FORMATS.get(int(fmt), f"sample format {fmt}")
+        detail = f": {spp} channel(s) of {bps[0]}-bit {kind} samples"
+    except Exception:
+        pass
+    return (
+        f"unsupported TIFF pixel mode{detail} (8- and 16-bit integer TIFF can be read; "
+        "convert the image to one of those)"
+    )
+
+
+def _warn_if_animated(path: Path, im: ImageFile.ImageFile, fmt: str) -> None:
+    """Say that frames are dropped (we read the first one only)."""
+    try:
+        frames = int(im.n_frames) if getattr(im, "is_animated", False) else 1
+    except Exception:  # a damaged later frame: the decode below reports what matters
+        return
+    if frames > 1:
+        warnings.warn(
+            f"{path}: animated {_DISPLAY.get(fmt, fmt)} with {frames} frames; "
+            "only the first frame is read",
+            stacklevel=4,
+        )
+
+
 def _decode(path: str | Path, max_pixels: int | None) -> _Decoded:
     path = Path(path)
     data = _read_bytes(path)
@@ -379,10 +419,14 @@ def _decode(path: str | Path, max_pixels: int | None) -> _Decoded:
     except ImageError:
         raise
     except Exception as e:
+        if fmt == "TIFF" and "unknown pixel mode" in str(e):
+            raise ImageError(path, _tiff_unsupported(data)) from None
         raise ImageError(path, _pil_cause(fmt, e, "header")) from None
     width, height = im.size
     _check_pixels(path, width, height, max_pixels)
     pixels = width * height
+    if fmt in ("GIF", "WEBP", "PNG"):
+        _warn_if_animated(path, im, fmt)
 
     mode = im.mode
     try:

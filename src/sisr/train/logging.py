@@ -6,10 +6,10 @@ Only rank 0 creates a :class:`RunLogger`; the other ranks get a silent one
 Log lines are appended to ``train.log`` and echoed to stdout. Training lines
 have a fixed, parseable shape::
 
-    iter 120/1000 loss 0.0123456789 l1 0.0123456789 lr 0.0001 it/s 35.2
+    iter 120/1000 loss 0.01235 l1 0.01235 lr 0.0001 it/s 35.2
 
-with the mean loss over the iterations since the previous line printed with
-``repr`` precision (17 significant digits), so two runs can be compared exactly.
+with the mean loss over the iterations since the previous line, to 4 significant
+digits (readable; exact values go to TensorBoard when enabled).
 An append-only log cannot be written by rename; every other file of a run goes
 through :func:`sisr.io.atomic.atomic_path`.
 """
@@ -131,8 +131,8 @@ def format_train_line(
 ) -> str:
     """The parseable training line (see module docstring)."""
     # a single part is the loss itself; several are listed (unweighted) after it
-    extra = "".join(f" {k} {v!r}" for k, v in parts.items()) if len(parts) > 1 else ""
-    return f"iter {iteration}/{total} loss {loss!r}{extra} lr {lr:.6g} it/s {its:.2f}"
+    extra = "".join(f" {k} {v:.4g}" for k, v in parts.items()) if len(parts) > 1 else ""
+    return f"iter {iteration}/{total} loss {loss:.4g}{extra} lr {lr:.6g} it/s {its:.2f}"
 
 
 def format_eta(remaining_iterations: int, its: float, now: float | None = None) -> str:

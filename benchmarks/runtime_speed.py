@@ -1,0 +1,249 @@
+"""CPU runtimes side by side: PyTorch fp32 and bf16, onnxruntime fp32 and int8 (static
+quantisation calibrated on training images), OpenCV dnn (our ONNX file) and OpenCV
+dnn_superres (its own ESPCN), for the fast and the default models.
+
+For each engine: output megapixels per second on one photo-like LR image (``--size``,
+interleaved runs, best of ``--repeats``) and Set5 Y-PSNR (paper protocol, border = scale).
+Every sisr engine runs through :class:`sisr.infer.Upscaler` (same tiling), uint8 in and
+out. The int8 model is kept only if its Set5 PSNR is within 0.05 dB of fp32.
+
+On a CPU without AMX / AVX512-BF16, oneDNN emulates bf16 and it is slow: measured anyway.
+
+    pip install -e '.[onnx,bench]'
+    python benchmarks/runtime_speed.py --json runtimes.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+INT8_MAX_LOSS_DB = 0.05
+Engine = Callable[[np.ndarray], np.ndarray]
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("SISR_DATA", REPO.parent / "shared" / "data"))
+
+
+def peers_dir() -> Path:
+    from upscale_speed import peers_dir as peers
+
+    return peers()
+
+
+def calibration_patches(scale: int, n: int, size: int = 64) -> list[np.ndarray]:
+    """``n`` LR patches (1, 3, size, size) float32 from T91 training images (MATLAB bicubic
+    downscaled, as the network saw in training), never from the Set5 test images."""
+    import torch
+
+    from sisr.degrade import imresize_uint8
+    from sisr.io import read_rgb_uint8
+
+    files = sorted((data_dir() / "train" / "T91").glob("*.png"))
+    if not files:
+        raise SystemExit(f"no T91 training images under {data_dir()} (set SISR_DATA)")
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        hr = read_rgb_uint8(files[i % len(files)])
+        t = torch.from_numpy(np.array(hr)).permute(2, 0, 1)
+        lr = imresize_uint8(t, scale=1 / scale).permute(1, 2, 0).numpy()
+        h, w = lr.shape[:2]
+        y, x = rng.integers(0, max(1, h - size)), rng.integers(0, max(1, w - size))
+        crop = lr[y : y + size, x : x + size].astype(np.float32) / 255
+        out.append(np.ascontiguousarray(crop.transpose(2, 0, 1)[None]))
+    return out
+
+
+def quantize_int8(fp32_onnx: Path, out: Path, scale: int, n_calib: int) -> None:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    patches = calibration_patches(scale, n_calib)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(patches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self.it, None)
+            return None if x is None else {"input": x}
+
+    quantize_static(
+        str(fp32_onnx),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+
+
+def build_engines(name: str, workdir: Path, n_calib: int) -> tuple[dict[str, Engine], int]:
+    """Engines for one named model: label -> uint8 HxWx3 -> uint8."""
+    import sisr
+    from sisr.export import export_onnx, load_for_export
+    from sisr.export.ort import OnnxNet, load_onnx
+    from sisr.infer import Upscaler
+
+    model, meta = load_for_export(name)
+    scale = int(meta["scale"])
+    engines: dict[str, Engine] = {}
+    engines["pytorch fp32"] = sisr.load(name, device="cpu", progress=False).upscale
+    engines["pytorch bf16"] = sisr.load(
+        name, device="cpu", precision="bf16", progress=False
+    ).upscale
+    fp32 = workdir / f"{name}.onnx"
+    export_onnx(model, fp32, meta=meta)
+    ort_net = load_onnx(fp32)
+    engines["onnxruntime fp32"] = Upscaler(ort_net, channels_last=False).upscale
+    try:
+        int8 = workdir / f"{name}.int8.onnx"
+        quantize_int8(fp32, int8, scale, n_calib)
+        net8 = OnnxNet(
+            int8.read_bytes(),
+            info=ort_net.info(),
+            scale=scale,
+            arch_id=ort_net.arch_id,
+            activation_bytes_per_pixel=ort_net.activation_bytes_per_pixel,
+        )
+        engines["onnxruntime int8"] = Upscaler(net8, channels_last=False).upscale
+    except Exception as exc:  # quantisation support varies by operator set
+        print(f"{name}: int8 quantisation failed: {exc}", file=sys.stderr)
+    try:
+        import cv2
+
+        net = cv2.dnn.readNetFromONNX(str(fp32))
+
+        def cv_ours(rgb: np.ndarray) -> np.ndarray:
+            blob = rgb.astype(np.float32).transpose(2, 0, 1)[None] / 255
+            net.setInput(blob)
+            y = net.forward()[0].transpose(1, 2, 0)
+            return np.clip(np.round(y * 255), 0, 255).astype(np.uint8)
+
+        engines["opencv dnn (our onnx)"] = cv_ours
+        pb = peers_dir() / f"ESPCN_x{scale}.pb"
+        if pb.is_file():
+            sr = cv2.dnn_superres.DnnSuperResImpl_create()
+            sr.readModel(str(pb))
+            sr.setModel("espcn", scale)
+            engines["opencv dnn_superres ESPCN"] = lambda rgb: sr.upsample(
+                np.ascontiguousarray(rgb[..., ::-1])
+            )[..., ::-1]
+    except ImportError:
+        print("OpenCV not installed: pip install -e '.[bench]'", file=sys.stderr)
+    return engines, scale
+
+
+def set5_psnr(fn: Engine, scale: int) -> float:
+    import torch
+
+    from sisr.evaluate.runner import make_pairs, read_images
+    from sisr.metrics import psnr_y
+
+    pairs = make_pairs(read_images(data_dir() / "benchmarks" / "Set5"), scale)
+    scores = []
+    for p in pairs:
+        sr = np.ascontiguousarray(fn(np.ascontiguousarray(p.lr.permute(1, 2, 0).numpy())))
+        scores.append(float(psnr_y(torch.from_numpy(sr).permute(2, 0, 1), p.hr, border=scale)))
+    return sum(scores) / len(scores)
+
+
+def time_engines(engines: dict[str, Engine], image: np.ndarray, scale: int, repeats: int) -> dict:
+    for fn in engines.values():
+        fn(image)  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in engines}
+    for _ in range(repeats):  # interleaved: background load hits every engine alike
+        for k, fn in engines.items():
+            t0 = time.perf_counter()
+            fn(image)
+            times[k].append(time.perf_counter() - t0)
+    mpx = image.shape[0] * image.shape[1] * scale * scale / 1e6
+    return {k: mpx / min(v) for k, v in times.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["fast-x2", "default-x2"])
+    ap.add_argument("--size", type=int, default=384, help="LR side of the timed image")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--calib", type=int, default=64, help="T91 patches for int8 calibration")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+
+    import torch
+    from upscale_memory import synthetic_image
+
+    from sisr.hub.names import known_names
+    from sisr.infer.precision import cpu_bf16_support
+
+    torch.set_num_threads(args.threads)
+    try:
+        import cv2
+
+        cv2.setNumThreads(args.threads)
+    except ImportError:
+        pass
+    names = [m for m in args.models if m in known_names() or Path(m).is_file()]
+    for m in sorted(set(args.models) - set(names)):
+        print(f"skipping {m!r}: no such model here", file=sys.stderr)
+    image = synthetic_image(args.size, args.size, seed=1)
+    print(
+        f"threads {args.threads}, LR {args.size}x{args.size}, CPU bf16: "
+        f"{cpu_bf16_support() or 'emulated (no AMX/AVX512-BF16)'}",
+        file=sys.stderr,
+    )
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            engines, scale = build_engines(name, Path(tmp), args.calib)
+            speed = time_engines(engines, image, scale, args.repeats)
+            psnr = {k: set5_psnr(fn, scale) for k, fn in engines.items()}
+            for k in engines:
+                note = ""
+                if k == "onnxruntime int8":
+                    loss = psnr["onnxruntime fp32"] - psnr[k]
+                    kept = loss <= INT8_MAX_LOSS_DB
+                    note = f"{'kept' if kept else 'rejected'}: {loss:+.3f} dB vs fp32"
+                rows.append(
+                    {
+                        "model": name,
+                        "engine": k,
+                        "out_mpx_per_s": round(speed[k], 3),
+                        "set5_psnr_y": round(psnr[k], 3),
+                        "note": note,
+                    }
+                )
+    print(f"{'model':12s} {'engine':28s} {'MP/s out':>9s} {'Set5 Y-PSNR':>12s}", file=sys.stderr)
+    for r in rows:
+        print(
+            f"{r['model']:12s} {r['engine']:28s} {r['out_mpx_per_s']:9.2f} "
+            f"{r['set5_psnr_y']:12.3f}  {r['note']}",
+            file=sys.stderr,
+        )
+    report = {"threads": args.threads, "lr_size": args.size, "rows": rows}
+    print(json.dumps(report, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
