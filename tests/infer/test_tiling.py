@@ -24,8 +24,10 @@ SMALL: dict[str, dict] = {
     "wdsr-a": {"num_blocks": 1, "num_features": 8},
     "wdsr-b": {"num_blocks": 1, "num_features": 8},
     "rrdbnet": {"num_block": 1, "num_feat": 8, "num_grow_ch": 4},
-    "span": {"feature_channels": 8, "num_blocks": 1},
-    "span-s": {"feature_channels": 8, "num_blocks": 1},
+    # img_range 1: with random weights the x255 input scaling gives |y| ~ 600, where fp32
+    # rounding alone exceeds the tolerance (trained SPANs output values in [0, 1])
+    "span": {"feature_channels": 8, "num_blocks": 1, "img_range": 1.0},
+    "span-s": {"feature_channels": 8, "num_blocks": 1, "img_range": 1.0},
 }
 
 
@@ -64,7 +66,7 @@ def quantize_ref(y: np.ndarray) -> np.ndarray:
 def test_tiled_equals_untiled(preset: str) -> None:
     model = randomized(preset)
     info = model.info()
-    tile = 16
+    tile = max(16, info.receptive_radius)  # smaller tiles are refused (too slow)
     side = 2 * tile + 2 * info.receptive_radius + 5  # several tiles on each axis
     rng = np.random.default_rng(1)
     image = rng.random((side, side + 7, 3), dtype=np.float32)
@@ -78,8 +80,11 @@ def test_tiled_equals_untiled(preset: str) -> None:
     # Integer path: same pixels as quantising the reference.
     u8 = (image * 255).round().astype(np.uint8)
     ref8 = quantize_ref(reference(model, u8.astype(np.float32) / 255))
-    assert np.array_equal(up.upscale(u8), ref8)
-    assert np.array_equal(Upscaler(model, device="cpu", tile=0).upscale(u8), ref8)
+    for out in (up.upscale(u8), Upscaler(model, device="cpu", tile=0).upscale(u8)):
+        # A value within fp32 rounding of a .5 boundary may round either way: allow one
+        # level on at most 0.1% of the values (seams would move many values by more).
+        diff = np.abs(out.astype(int) - ref8.astype(int))
+        assert diff.max() <= 1 and (diff > 0).mean() <= 1e-3, (diff.max(), (diff > 0).sum())
 
 
 @pytest.mark.parametrize("preset", ["espcn", "rrdbnet", "fsrcnn"])
