@@ -26,7 +26,7 @@ from PIL import Image, ImageCms
 from sisr.cli.main import main as cli_main
 from sisr.io import read_native
 from sisr.serve import ServeConfig, create_app
-from tests.serve.conftest import TILE, Gated, png_bytes
+from tests.serve.conftest import TILE, Gated, default_model, png_bytes
 
 
 def make_client(catalog: Any, **overrides: Any) -> TestClient:
@@ -65,7 +65,8 @@ def cli_upscale(tmp_path: Path, data: bytes, name: str, *extra: str) -> Any:
     src = tmp_path / f"cli_in_{name}"
     src.write_bytes(data)
     dst = tmp_path / f"cli_out_{name}"
-    assert cli_main(["upscale", "-i", str(src), "-o", str(dst), "-q", "-t", str(TILE), *extra]) == 0
+    args = ["upscale", "-i", str(src), "-o", str(dst), "-q", "-t", str(TILE), "-n", default_model()]
+    assert cli_main([*args, *extra]) == 0
     return read_native(dst)
 
 
@@ -437,3 +438,15 @@ def test_cli_warns_for_public_host_without_token(
     assert calls[-1]["host"] == "127.0.0.1" and calls[-1]["port"] == 8000
     assert cli_main(["serve", "--workers", "0"]) == 2
     assert "--workers must be >= 1" in capsys.readouterr().err
+
+
+def test_default_family_is_served_with_its_measured_psnr() -> None:
+    from sisr.serve.catalog import Catalog
+
+    cat = Catalog(("default",), device="cpu", tile=0)
+    cat.load_all()
+    with make_client(cat) as c:
+        body = c.get("/v1/models").json()
+    text = json.dumps(body)
+    assert '"default"' in text
+    assert "36.9" in text  # default-x2's Set5 Y-PSNR from its metadata (36.97 dB)

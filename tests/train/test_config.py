@@ -55,7 +55,7 @@ def test_minimal_defaults() -> None:
         ({"schedule": {"milestones": [5, 3]}}, "schedule.milestones: must be strictly increasing"),
         ({"grad_clip": {"mode": "adjustable"}}, "grad_clip.theta: adjustable clipping needs"),
         ({"ema": {"decay": 1.0}}, "ema.decay: must be in (0, 1)"),
-        ({"precision": "fp8"}, "precision: must be one of fp32, bf16, fp16"),
+        ({"precision": "fp8"}, "precision: must be one of auto, fp32, bf16, fp16"),
         ({"device": "tpu"}, "device: must be auto, cpu, cuda or cuda:N"),
     ],
 )

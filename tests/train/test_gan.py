@@ -112,7 +112,9 @@ def test_tiny_gan_run_logs_both_losses_and_exports_both_networks(
         assert all(torch.isfinite(torch.tensor(numbers)))
         # the logged total is the weighted sum of the logged generator terms
         weighted = float(parts["l1"]) + 0.1 * float(parts["perceptual"])
-        assert float(value) == pytest.approx(weighted + 1e-2 * float(parts["adversarial"]))
+        assert float(value) == pytest.approx(
+            weighted + 1e-2 * float(parts["adversarial"]), rel=2e-3
+        )  # 4 digits logged
     # vanilla GAN: d_loss = BCE(real, 1) + BCE(fake, 0) >= 0; started near 2 log 2
     assert float(lines[1][1]["d_loss"]) == pytest.approx(2 * 0.6931, abs=0.2)
 

@@ -45,11 +45,13 @@ def _metrics(meta: dict[str, Any]) -> tuple[dict[str, Any], ...]:
     for row in meta.get("metrics") or []:
         if not isinstance(row, dict):
             continue
+        # training exports write psnr/ssim, tools/finalize.py writes sisr eval's psnr_y/ssim_y
+        names = {"psnr_y": "psnr", "ssim_y": "ssim"}
         rows.append(
             {
-                k: (round(v, 4) if isinstance(v, float) else v)
+                names.get(k, k): (round(v, 4) if isinstance(v, float) else v)
                 for k, v in row.items()
-                if k in ("dataset", "scale", "psnr", "psnr_rgb", "ssim")
+                if k in ("dataset", "scale", "psnr", "psnr_rgb", "ssim", "psnr_y", "ssim_y")
             }
         )
     return tuple(rows)
