@@ -129,12 +129,12 @@ def conv_list(
 
 
 def named_chain(
-    sd: Mapping[str, Tensor], layouts: Mapping[str, tuple[str, ...]]
+    sd: Mapping[str, Tensor], layouts: Mapping[str, tuple[str, ...]], arch: str
 ) -> tuple[str, list[tuple[Tensor, Tensor | None]]] | Miss | None:
     """The first layout whose conv names (weight + bias each) are exactly the file's keys.
 
-    Returns (layout, convs in order), a :class:`Miss` (arch ``""``, filled in by the
-    caller) when a conv is malformed, or None when no layout has these names.
+    Returns (layout, convs in order), a :class:`Miss` of ``arch`` when a conv is
+    malformed, or None when no layout has these names.
     """
     keys = set(sd)
     for layout, names in layouts.items():
@@ -142,10 +142,12 @@ def named_chain(
             continue
         convs = conv_list(sd, list(names))
         if isinstance(convs, str):
-            return Miss("", layout, convs)
+            return Miss(arch, layout, convs)
         for (a, _), (b, _) in itertools.pairwise(convs):
             if b.shape[1] != a.shape[0]:
-                return Miss("", layout, f"conv widths do not chain ({a.shape[0]} -> {b.shape[1]})")
+                return Miss(
+                    arch, layout, f"conv widths do not chain ({a.shape[0]} -> {b.shape[1]})"
+                )
         return layout, convs
     return None
 

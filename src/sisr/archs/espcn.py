@@ -11,7 +11,6 @@ The paper worked on Y only: ``y_channel=True`` reproduces that.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from torch import Tensor, nn
@@ -125,11 +124,9 @@ LAYOUTS: dict[str, tuple[str, ...]] = {
 
 def detect(sd: Mapping[str, Tensor]) -> Detection:
     """Three convs, the last with ``channels * s^2`` outputs (s >= 2): ESPCN at scale s."""
-    found = named_chain(sd, LAYOUTS)
-    if found is None:
-        return None
-    if isinstance(found, Miss):
-        return replace(found, arch=ESPCN.arch_id)
+    found = named_chain(sd, LAYOUTS, ESPCN.arch_id)
+    if found is None or isinstance(found, Miss):
+        return found
     layout, convs = found
     (w1, _), (w2, _), (w3, _) = convs
     ch = int(w1.shape[1])

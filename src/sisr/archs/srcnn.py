@@ -13,7 +13,6 @@ Presets: ``srcnn`` = 9-5-5 (64, 32 filters, the TPAMI paper's best), ``srcnn-915
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from torch import Tensor, nn
@@ -121,11 +120,9 @@ LAYOUTS: dict[str, tuple[str, ...]] = {
 
 def detect(sd: Mapping[str, Tensor]) -> Detection:
     """Three convs whose output has the input's channels (1: Y, 3: RGB); scale not fixed."""
-    found = named_chain(sd, LAYOUTS)
-    if found is None:
-        return None
-    if isinstance(found, Miss):
-        return replace(found, arch=SRCNN.arch_id)
+    found = named_chain(sd, LAYOUTS, SRCNN.arch_id)
+    if found is None or isinstance(found, Miss):
+        return found
     layout, convs = found
     (w1, _), (w2, _), (w3, _) = convs
     ch = w1.shape[1]
