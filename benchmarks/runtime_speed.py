@@ -2,6 +2,9 @@
 quantisation calibrated on training images), OpenCV dnn (our ONNX file) and OpenCV
 dnn_superres (its own ESPCN), for the fast and the default models.
 
+int8: the convolutions that quantising costs too much for stay float32; which ones is
+chosen on BSD200 training patches (:mod:`sisr.export.quantize`), Set5 only measures it.
+
 For each engine: output megapixels per second on one photo-like LR image (``--size``,
 interleaved runs, best of ``--repeats``) and Set5 Y-PSNR (paper protocol, border = scale).
 Every sisr engine runs through :class:`sisr.infer.Upscaler` (same tiling), uint8 in and
@@ -42,61 +45,26 @@ def peers_dir() -> Path:
     return peers()
 
 
-def calibration_patches(scale: int, n: int, size: int = 64) -> list[np.ndarray]:
-    """``n`` LR patches (1, 3, size, size) float32 from T91 training images (MATLAB bicubic
-    downscaled, as the network saw in training), never from the Set5 test images."""
-    import torch
+def int8_engine(fp32: Path, out: Path, scale: int, n_calib: int, threads: int) -> dict:
+    """Quantise with :func:`sisr.export.quantize.quantize_int8`: calibrated on T91 patches,
+    layers chosen on BSD200 patches (both training sets, never Set5)."""
+    from sisr.export.quantize import quantize_int8, training_patches
 
-    from sisr.degrade import imresize_uint8
-    from sisr.io import read_rgb_uint8
-
-    files = sorted((data_dir() / "train" / "T91").glob("*.png"))
-    if not files:
-        raise SystemExit(f"no T91 training images under {data_dir()} (set SISR_DATA)")
-    rng = np.random.default_rng(0)
-    out = []
-    for i in range(n):
-        hr = read_rgb_uint8(files[i % len(files)])
-        t = torch.from_numpy(np.array(hr)).permute(2, 0, 1)
-        lr = imresize_uint8(t, scale=1 / scale).permute(1, 2, 0).numpy()
-        h, w = lr.shape[:2]
-        y, x = rng.integers(0, max(1, h - size)), rng.integers(0, max(1, w - size))
-        crop = lr[y : y + size, x : x + size].astype(np.float32) / 255
-        out.append(np.ascontiguousarray(crop.transpose(2, 0, 1)[None]))
-    return out
+    train = data_dir() / "train"
+    t91, bsd = sorted((train / "T91").glob("*.png")), sorted((train / "BSD200").glob("*.png"))
+    if not t91 or not bsd:
+        raise SystemExit(f"no T91/BSD200 training images under {train} (set SISR_DATA)")
+    calib = training_patches(t91, scale, n_calib, seed=0)
+    val = training_patches(bsd, scale, max(8, n_calib // 2), seed=1)
+    report = quantize_int8(fp32, out, calib=calib, val=val, scale=scale, threads=threads)
+    return report.to_dict()
 
 
-def quantize_int8(fp32_onnx: Path, out: Path, scale: int, n_calib: int) -> None:
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    patches = calibration_patches(scale, n_calib)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter(patches)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            x = next(self.it, None)
-            return None if x is None else {"input": x}
-
-    quantize_static(
-        str(fp32_onnx),
-        str(out),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
-
-
-def build_engines(name: str, workdir: Path, n_calib: int) -> tuple[dict[str, Engine], int]:
-    """Engines for one named model: label -> uint8 HxWx3 -> uint8."""
+def build_engines(
+    name: str, workdir: Path, n_calib: int, threads: int
+) -> tuple[dict[str, Engine], int, dict]:
+    """Engines for one named model (label -> uint8 HxWx3 -> uint8), its scale and the int8
+    quantisation report."""
     import sisr
     from sisr.export import export_onnx, load_for_export
     from sisr.export.ort import OnnxNet, load_onnx
@@ -113,9 +81,12 @@ def build_engines(name: str, workdir: Path, n_calib: int) -> tuple[dict[str, Eng
     export_onnx(model, fp32, meta=meta)
     ort_net = load_onnx(fp32)
     engines["onnxruntime fp32"] = Upscaler(ort_net, channels_last=False).upscale
+    int8_report: dict = {}
     try:
         int8 = workdir / f"{name}.int8.onnx"
-        quantize_int8(fp32, int8, scale, n_calib)
+        int8_report = int8_engine(fp32, int8, scale, n_calib, threads)
+        if not int8_report["quantized"]:
+            raise RuntimeError("no layer can be quantised within the budget")
         net8 = OnnxNet(
             int8.read_bytes(),
             info=ort_net.info(),
@@ -126,6 +97,7 @@ def build_engines(name: str, workdir: Path, n_calib: int) -> tuple[dict[str, Eng
         engines["onnxruntime int8"] = Upscaler(net8, channels_last=False).upscale
     except Exception as exc:  # quantisation support varies by operator set
         print(f"{name}: int8 quantisation failed: {exc}", file=sys.stderr)
+        int8_report["error"] = str(exc)
     try:
         import cv2
 
@@ -148,7 +120,7 @@ def build_engines(name: str, workdir: Path, n_calib: int) -> tuple[dict[str, Eng
             )[..., ::-1]
     except ImportError:
         print("OpenCV not installed: pip install -e '.[bench]'", file=sys.stderr)
-    return engines, scale
+    return engines, scale, int8_report
 
 
 def set5_psnr(fn: Engine, scale: int) -> float:
@@ -211,9 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     rows = []
+    int8s: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            engines, scale = build_engines(name, Path(tmp), args.calib)
+            engines, scale, int8 = build_engines(name, Path(tmp), args.calib, args.threads)
+            int8s[name] = int8
             speed = time_engines(engines, image, scale, args.repeats)
             psnr = {k: set5_psnr(fn, scale) for k, fn in engines.items()}
             for k in engines:
@@ -221,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
                 if k == "onnxruntime int8":
                     loss = psnr["onnxruntime fp32"] - psnr[k]
                     kept = loss <= INT8_MAX_LOSS_DB
-                    note = f"{'kept' if kept else 'rejected'}: {loss:+.3f} dB vs fp32"
+                    n_q, n_all = len(int8["quantized"]), len(int8["quantized"] + int8["excluded"])
+                    note = (
+                        f"{'kept' if kept else 'rejected'}: {-loss:+.3f} dB vs fp32, "
+                        f"{n_q}/{n_all} convs int8"
+                    )
                 rows.append(
                     {
                         "model": name,
@@ -238,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['set5_psnr_y']:12.3f}  {r['note']}",
             file=sys.stderr,
         )
-    report = {"threads": args.threads, "lr_size": args.size, "rows": rows}
+    report = {"threads": args.threads, "lr_size": args.size, "rows": rows, "int8": int8s}
     print(json.dumps(report, indent=1))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")

@@ -83,6 +83,9 @@ def test_preset_parity_on_set5(preset: str, set5_crops: torch.Tensor, tmp_path: 
         assert not path.exists()
         static = tuple(x.shape[2:])
     export_onnx(model, path, static=static, verify=verify)
+    shuffles = [n for n in onnx.load(str(path)).graph.node if n.op_type == "DepthToSpace"]
+    # CRD shuffles are misread by OpenCV once dnn_superres is loaded (see onnx_rewrite)
+    assert all(a.s == b"DCR" for n in shuffles for a in n.attribute if a.name == "mode")
     with torch.no_grad():
         ref = model(x).numpy()
     if static is None:
@@ -157,15 +160,68 @@ def test_opset_static_and_fp16(tmp_path: Path) -> None:
 
 
 @pytest.mark.data
-def test_opencv_dnn_reads_the_shipped_default(set5_lr: dict, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["default-x2", "default-x3", "default-x4"])
+def test_opencv_dnn_reads_the_shipped_default(name: str, set5_lr: dict, tmp_path: Path) -> None:
     cv2 = pytest.importorskip("cv2", reason="needs opencv (pip install 'sisr[bench]')")
-    model, meta = load_for_export("default")
+    model, meta = load_for_export(name)
     path = tmp_path / "default.onnx"
     export_onnx(model, path, meta=meta)
     net = cv2.dnn.readNetFromONNX(str(path))
-    for lr in set5_lr[2][:2]:  # two sizes through the same dynamic graph
+    for lr in set5_lr[meta["scale"]]:  # all five sizes through the same dynamic graph
         net.setInput(lr.numpy())
         got = net.forward()
         with torch.no_grad():
             ref = model(lr).numpy()
         _assert_parity(got, ref)
+
+
+# Run in a child process: dnn_superres's layer registration is global and permanent.
+_AFTER_DNN_SUPERRES = """
+import json, sys
+import cv2, numpy as np
+cv2.dnn_superres.DnnSuperResImpl_create()  # registers its own 'DepthToSpace' layer
+x = np.load(sys.argv[1])
+out = {}
+for key, path in (("ours", sys.argv[2]), ("crd", sys.argv[3])):
+    net = cv2.dnn.readNetFromONNX(path)
+    net.setInput(x)
+    out[key] = net.forward().tolist()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.data
+def test_opencv_dnn_after_dnn_superres(set5_lr: dict, tmp_path: Path) -> None:
+    """Once a program has created a DnnSuperResImpl, OpenCV reads every ONNX DepthToSpace
+    with dnn_superres's layer; our DCR rewrite must still give PyTorch's output, where the
+    tracer's plain CRD graph (the control) comes out scrambled."""
+    import subprocess
+    import sys
+
+    cv2 = pytest.importorskip("cv2", reason="needs opencv (pip install 'sisr[bench]')")
+    if not hasattr(cv2, "dnn_superres"):
+        pytest.skip("this OpenCV build has no dnn_superres (opencv-contrib) module")
+    from sisr.export.onnx_export import onnx_bytes
+    from sisr.export.prepare import deployable
+
+    model, meta = load_for_export("default-x4")
+    ours, crd = tmp_path / "ours.onnx", tmp_path / "crd.onnx"
+    report = export_onnx(model, ours, meta=meta)
+    assert report["pixel_shuffle"] == {"dcr": 1, "conv_transpose": 0}
+    crd.write_bytes(onnx_bytes(deployable(model)))
+    lr = set5_lr[4][2]  # butterfly, 64x64
+    np.save(tmp_path / "x.npy", lr.numpy())
+    proc = subprocess.run(
+        [sys.executable, "-c", _AFTER_DNN_SUPERRES, str(tmp_path / "x.npy"), str(ours), str(crd)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    with torch.no_grad():
+        ref = model(lr).numpy()
+    control = float(np.abs(np.array(out["crd"], dtype=np.float32) - ref).max())
+    _assert_parity(np.array(out["ours"], dtype=np.float32), ref)
+    if control <= FP32_TOL:
+        pytest.skip("this OpenCV no longer overrides DepthToSpace: the hazard is gone")

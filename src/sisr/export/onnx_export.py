@@ -1,5 +1,6 @@
 """ONNX export (the TorchScript-based exporter: ``dynamo=False``, which needs no extra
-packages and gives plain Conv/DepthToSpace graphs that OpenCV's dnn module reads)."""
+packages and gives plain Conv/DepthToSpace graphs that OpenCV's dnn module reads; pixel
+shuffles are rewritten to DCR order, see :mod:`sisr.export.onnx_rewrite`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sisr.export.onnx_rewrite import portable_pixel_shuffle
 from sisr.export.prepare import (
     INPUT_NAME,
     LAYOUT,
@@ -124,13 +126,19 @@ def export_onnx(
         raise ExportError(f"--static needs a positive height and width, got {static}")
     ref = deployable(model)
     net = _Fp16Inside(deployable(model)) if fp16 else ref
-    data = onnx_bytes(net, opset=opset, static=static)
-    proto = onnx.load_from_string(data)
+    proto = onnx.load_from_string(onnx_bytes(net, opset=opset, static=static))
+    shuffles = portable_pixel_shuffle(proto)
+    data = proto.SerializeToString()
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"the exported ONNX graph is invalid: {exc}") from None
-    report: dict[str, Any] = {"format": "onnx", "opset": int(opset), "fp16": bool(fp16)}
+    report: dict[str, Any] = {
+        "format": "onnx",
+        "opset": int(opset),
+        "fp16": bool(fp16),
+        "pixel_shuffle": shuffles,
+    }
     if verify:
         try:
             import onnxruntime  # noqa: F401
