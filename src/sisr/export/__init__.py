@@ -5,7 +5,12 @@
   clamped: clamp before quantising, as sisr does); the weights' metadata (architecture,
   hyper-parameters, scale, recipe, measured metrics, receptive radius) is stored as model
   properties under ``sisr.*`` keys. ``fp16=True`` stores fp16 weights and computes in fp16
-  behind fp32 input/output casts; ``static=(H, W)`` fixes the input size.
+  behind fp32 input/output casts; ``static=(H, W)`` fixes the input size. Pixel shuffles
+  are written in DCR order (:mod:`sisr.export.onnx_rewrite`) so that OpenCV reads them
+  right even in a process that uses ``dnn_superres``.
+* int8 (:func:`sisr.export.quantize.quantize_int8`, ``sisr export --int8 DIR``): static QDQ
+  quantisation calibrated on training images, with the convolutions it would hurt most kept
+  in float32 (chosen on held-out training patches).
 * TorchScript (``.pt``, :func:`export_torchscript`) and ``torch.export`` programs
   (``.pt2``, :func:`export_program`), for C++ (libtorch) and ExecuTorch/AOTInductor.
 

@@ -81,13 +81,21 @@ def training_patches(
         raise ExportError("int8 calibration needs training images; none were given")
     rng = np.random.default_rng(seed)
     hr_side = size * scale
-    images = [img for img in map(read_rgb_uint8, hr_files) if min(img.shape[:2]) >= hr_side]
-    if not images:  # T91 has images of 78 px: those only serve smaller patches
-        raise ExportError(f"int8 calibration: no training image has {hr_side} px on each side")
-    out = []
-    for i in range(n):
-        img = images[i % len(images)]
+    out: list[Patch] = []
+    usable: set[int] = set()
+    i = 0
+    # decoded one at a time (a folder of 2K photos must not be held in memory at once)
+    while len(out) < n:
+        k = i % len(hr_files)
+        if k == 0 and i > 0 and not usable:
+            # T91 has images of 78 px: those only serve smaller patches
+            raise ExportError(f"int8 calibration: no training image has {hr_side} px on each side")
+        i += 1
+        img = read_rgb_uint8(hr_files[k])
         h, w = img.shape[:2]
+        if min(h, w) < hr_side:
+            continue
+        usable.add(k)
         y, x = int(rng.integers(0, h - hr_side + 1)), int(rng.integers(0, w - hr_side + 1))
         hr = np.ascontiguousarray(img[y : y + hr_side, x : x + hr_side].transpose(2, 0, 1))
         lr = imresize_uint8(torch.from_numpy(hr), scale=1 / scale).numpy()
