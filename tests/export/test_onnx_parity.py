@@ -201,14 +201,14 @@ def test_opencv_dnn_after_dnn_superres(set5_lr: dict, tmp_path: Path) -> None:
     cv2 = pytest.importorskip("cv2", reason="needs opencv (pip install 'sisr[bench]')")
     if not hasattr(cv2, "dnn_superres"):
         pytest.skip("this OpenCV build has no dnn_superres (opencv-contrib) module")
-    from sisr.export.onnx_export import onnx_bytes
+    from sisr.export.onnx_export import traced_onnx_bytes
     from sisr.export.prepare import deployable
 
     model, meta = load_for_export("default-x4")
     ours, crd = tmp_path / "ours.onnx", tmp_path / "crd.onnx"
     report = export_onnx(model, ours, meta=meta)
     assert report["pixel_shuffle"] == {"dcr": 1, "conv_transpose": 0}
-    crd.write_bytes(onnx_bytes(deployable(model)))
+    crd.write_bytes(traced_onnx_bytes(deployable(model)))
     lr = set5_lr[4][2]  # butterfly, 64x64
     np.save(tmp_path / "x.npy", lr.numpy())
     proc = subprocess.run(

@@ -102,3 +102,24 @@ def test_other_producers_get_the_conv_transpose(r: int, tmp_path: Path) -> None:
     assert report["pixel_shuffle"] == {"dcr": 0, "conv_transpose": 1}
     assert _modes(tmp_path / "m.onnx") == [("ConvTranspose", "")]
     assert _max_diff(model, tmp_path / "m.onnx", torch.rand(2, 3, 7, 10)) <= 1e-5
+
+
+def test_every_graph_sisr_builds_is_portable() -> None:
+    """onnx_bytes (also behind ``--runtime onnxruntime -n NAME``) carries the rewrite;
+    only the raw tracer output keeps PyTorch's CRD order."""
+    from sisr.export.onnx_export import onnx_bytes, traced_onnx_bytes
+
+    model = _ConvShuffle(3, between=False).eval()
+
+    def modes(data: bytes) -> list[str]:
+        nodes = onnx.load_from_string(data).graph.node
+        return [
+            a.s.decode()
+            for n in nodes
+            if n.op_type == "DepthToSpace"
+            for a in n.attribute
+            if a.name == "mode"
+        ]
+
+    assert modes(traced_onnx_bytes(model)) == ["CRD"]
+    assert modes(onnx_bytes(model)) == ["DCR"]

@@ -53,13 +53,14 @@ def _require_onnx() -> Any:
     return onnx
 
 
-def onnx_bytes(
+def traced_onnx_bytes(
     net: nn.Module,
     *,
     opset: int = DEFAULT_OPSET,
     static: tuple[int, int] | None = None,
 ) -> bytes:
-    """Serialised ONNX graph of ``net`` (already in deploy form), without metadata."""
+    """The tracer's ONNX graph of ``net`` (already in deploy form) as it comes, without
+    metadata and with PyTorch's CRD pixel shuffles (use :func:`onnx_bytes`)."""
     x = example_input(net) if static is None else torch.rand(1, 3, *static)
     dynamic_axes = None
     if static is None:
@@ -82,6 +83,30 @@ def onnx_bytes(
             do_constant_folding=True,
         )
     return buf.getvalue()
+
+
+def portable_onnx(
+    net: nn.Module,
+    *,
+    opset: int = DEFAULT_OPSET,
+    static: tuple[int, int] | None = None,
+) -> tuple[Any, dict[str, int]]:
+    """The ONNX model proto of ``net`` with its pixel shuffles made portable (see
+    :mod:`sisr.export.onnx_rewrite`), and how many were rewritten."""
+    onnx = _require_onnx()
+    proto = onnx.load_from_string(traced_onnx_bytes(net, opset=opset, static=static))
+    return proto, portable_pixel_shuffle(proto)
+
+
+def onnx_bytes(
+    net: nn.Module,
+    *,
+    opset: int = DEFAULT_OPSET,
+    static: tuple[int, int] | None = None,
+) -> bytes:
+    """Serialised ONNX graph of ``net`` (already in deploy form), without metadata: what
+    :func:`export_onnx` writes, less the properties."""
+    return portable_onnx(net, opset=opset, static=static)[0].SerializeToString()
 
 
 def onnx_properties(model_proto: Any) -> dict[str, str]:
@@ -126,8 +151,7 @@ def export_onnx(
         raise ExportError(f"--static needs a positive height and width, got {static}")
     ref = deployable(model)
     net = _Fp16Inside(deployable(model)) if fp16 else ref
-    proto = onnx.load_from_string(onnx_bytes(net, opset=opset, static=static))
-    shuffles = portable_pixel_shuffle(proto)
+    proto, shuffles = portable_onnx(net, opset=opset, static=static)
     data = proto.SerializeToString()
     try:
         onnx.checker.check_model(proto)
@@ -169,4 +193,11 @@ def export_onnx(
     return report
 
 
-__all__ = ["DEFAULT_OPSET", "export_onnx", "onnx_bytes", "onnx_properties"]
+__all__ = [
+    "DEFAULT_OPSET",
+    "export_onnx",
+    "onnx_bytes",
+    "onnx_properties",
+    "portable_onnx",
+    "traced_onnx_bytes",
+]
