@@ -49,18 +49,21 @@ def _summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _cpu_bf16_delta(model: Any) -> float:
-    """Set5 Y-PSNR with the network in bf16 on the CPU minus the fp32 score."""
+    """Set5 Y-PSNR through the inference path users get (:class:`sisr.infer.Upscaler`,
+    untiled) in bf16 minus the same in fp32: the number ``precision auto`` relies on."""
     import copy
 
-    import torch
-
     from sisr.evaluate.runner import evaluate
+    from sisr.infer import Upscaler
 
     scale = int(model.scale)
-    fp32 = evaluate(model, "Set5", scale, device="cpu", ssim=False).psnr_y
-    half = copy.deepcopy(model).to(torch.bfloat16)
-    bf16 = evaluate(half, "Set5", scale, device="cpu", ssim=False).psnr_y
-    return float(bf16 - fp32)
+    scores = {}
+    for precision in ("fp32", "bf16"):
+        # a copy each: the Upscaler may cast and re-layout its model in place
+        net = copy.deepcopy(model)
+        up = Upscaler(net, device="cpu", precision=precision, tile=0, cpu_bf16_ok=True)
+        scores[precision] = evaluate(up.upscale, "Set5", scale, device="cpu", ssim=False).psnr_y
+    return float(scores["bf16"] - scores["fp32"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,15 +74,26 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("weights", type=Path)
     ap.add_argument("--name", required=True, help="shipped name, <preset>-x<scale>")
-    when = ap.add_mutually_exclusive_group(required=True)
-    when.add_argument("--gpu-minutes", type=float, help="training time on a GPU")
-    when.add_argument("--cpu-minutes", type=float, help="training time on this CPU")
+    ap.add_argument("--gpu-minutes", type=float, help="training time on a GPU (all stages)")
+    ap.add_argument("--cpu-minutes", type=float, help="training time on this CPU (all stages)")
+    ap.add_argument(
+        "--lineage",
+        type=Path,
+        help="JSON list of the training stages, oldest first (device, minutes, iterations, "
+        "init, recipe...): stored as extra.lineage",
+    )
+    ap.add_argument(
+        "--train-data",
+        help="what it was trained on (default: the recipe's data.train folder names)",
+    )
     ap.add_argument("--cpu-bf16", action="store_true", help="measure and record bf16 on CPU")
     ap.add_argument("-o", "--output", type=Path, required=True)
     ap.add_argument("--data", nargs="+", default=["Set5", "Set14", "B100"])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--eval-json", type=Path, help="also write the shipped file's eval JSON")
     args = ap.parse_args(argv)
+    if args.gpu_minutes is None and args.cpu_minutes is None:
+        ap.error("give --gpu-minutes and/or --cpu-minutes")
 
     meta = read_metadata(args.weights)
     model = load_weights_file(args.weights)
@@ -92,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         half = tmp / f"{args.name}.safetensors"
         save_weights(model, half, dtype=torch.float16)
         r16 = _eval(half, args.data, args.device, tmp / "fp16.json")
+        half_model = load_weights_file(half)  # the weights as users get them, if shipped
     deltas = {
         f"{a['dataset']}-x{a['scale']}": round(b["psnr_y"] - a["psnr_y"], 5)
         for a, b in zip(r32, r16, strict=True)
@@ -104,19 +119,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"finalize: fp16 changes PSNR by more than {TOLERANCE_DB} dB: shipping float32")
     extra: dict[str, Any] = {
         "name": args.name,
+        **({"gpu_minutes": args.gpu_minutes} if args.gpu_minutes is not None else {}),
         **(
-            {"gpu_minutes": args.gpu_minutes}
-            if args.gpu_minutes is not None
-            else {"cpu_minutes": args.cpu_minutes, "cpu": _cpu_name()}
+            {"cpu_minutes": args.cpu_minutes, "cpu": _cpu_name()}
+            if args.cpu_minutes is not None
+            else {}
         ),
         "fp16_minus_fp32_psnr_y": deltas,
         "source_sha256": hashlib.sha256(args.weights.read_bytes()).hexdigest(),
-        "train_data": "T91 + BSD200 (291 images)",
+        "train_data": args.train_data or _train_data(meta),
         "train_precision": (meta.get("recipe") or {}).get("precision"),
         "storage": "float16" if use_half else "float32",
     }
+    if args.lineage is not None:
+        extra["lineage"] = json.loads(args.lineage.read_text())
     if args.cpu_bf16:
-        delta = _cpu_bf16_delta(model)
+        # on the stored weights: float16 storage then bf16 compute rounds twice
+        delta = _cpu_bf16_delta(half_model if use_half else model)
         ok = abs(delta) <= CPU_BF16_TOLERANCE_DB
         extra["cpu_bf16"] = {"ok": ok, "set5_delta_db": round(delta, 5)}
         print(f"Set5: CPU bf16 - fp32 = {delta:+.4f} dB -> bf16 on AMX CPUs: {ok}")
@@ -141,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     for r in _summary(shipped):
         print(f"  {r['dataset']} x{r['scale']}: {r['psnr_y']:.3f} dB")
     return 0
+
+
+def _train_data(meta: dict[str, Any]) -> str:
+    folders = ((meta.get("recipe") or {}).get("data") or {}).get("train") or []
+    return " + ".join(Path(str(f)).name for f in folders) or "unknown"
 
 
 def _cpu_name() -> str:

@@ -9,8 +9,8 @@
   names) or ``default``; later files win for the same (model, dataset, scale).
 * MODELS.json: ``sisr models --json`` (params per preset and scale, where listed).
 * SPEED.json: ``{"<model name>": {"mp_per_s": float, "params": int, "preset": str,
-  "macs_per_output_pixel": int, "mp_per_s_bf16": float}}`` (all but ``mp_per_s``
-  optional) - CPU megapixels (output) per second, e.g. from ``tools/model_facts.py``.
+  "macs_per_output_pixel": int, "mp_per_s_bf16": float, "train": str}}`` (all but
+  ``mp_per_s`` optional; ``train`` adds a training-compute column) - CPU megapixels (output) per second, e.g. from ``tools/model_facts.py``.
 * PAPER.json: extra paper numbers ``{"<preset>": {"Set5": {"2": 37.99, ...}, ...}}``
   merged over the built-in :data:`PAPER` table.
 
@@ -58,7 +58,11 @@ PAPER: dict[str, dict[str, dict[int, float]]] = {
         "B100": {2: 29.56, 3: 27.21, 4: 25.96},
     },
     "espcn": {"Set5": {3: 32.55}},  # trained on 91 images
-    "fsrcnn": {"Set5": {3: 33.06}},  # trained on 91 images
+    # FSRCNN trained on T91 + General100 (the issue tracker's table; no B100 in the paper)
+    "fsrcnn": {"Set5": {2: 37.00, 3: 33.16, 4: 30.71}},
+    # SRResNet (MSE) and SRGAN (VGG54) as published (ImageNet training, 350k images)
+    "srresnet": {"Set5": {4: 32.05}, "Set14": {4: 28.49}, "B100": {4: 27.58}},
+    "srgan": {"Set5": {4: 29.40}, "Set14": {4: 26.02}, "B100": {4: 25.16}},
 }
 
 _NAME = re.compile(r"^(?P<preset>.+)-x(?P<scale>\d+)$")
@@ -122,7 +126,10 @@ def build_table(
     results = collect_results(evals)
     ref = merge_paper(paper)
     speed = speed or {}
+    train_col = any("train" in (v or {}) for v in speed.values())
     head = ["model", "scale", "params", "MACs/px", "CPU MP/s", *datasets]
+    if train_col:
+        head.append("training")
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
 
     def preset_of(key: tuple[str, int]) -> str:
@@ -146,17 +153,27 @@ def build_table(
         cells = [model, f"x{scale}", _fmt_params(params), macs_text, speed_text]
         for ds in datasets:
             ours = results[(model, scale)].get(ds)
-            theirs = ref.get(preset, {}).get(ds, {}).get(scale)
+            # the model's own family first (srgan-x4 is an srresnet), then its preset
+            family = split_name(model, scale)
+            table = ref.get(family) if family in ref else ref.get(preset, {})
+            theirs = (table or {}).get(ds, {}).get(scale)
             text = "-" if ours is None else f"{ours:.2f}"
             if theirs is not None:
                 text += f" ({theirs:.2f})"
             cells.append(text)
+        if train_col:
+            cells.append(str(sp.get("train") or "-"))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
         "Y-PSNR (dB), border = scale, MATLAB bicubic LR (`sisr eval`); paper numbers in "
         "parentheses. MACs/px: multiply-accumulates per output pixel. CPU MP/s: output "
         "megapixels per second (fp32 / bf16 where both were measured)."
+        + (
+            " training: wall minutes of the device each stage ran on (file metadata)."
+            if train_col
+            else ""
+        )
     )
     return "\n".join(lines) + "\n"
 

@@ -8,8 +8,9 @@ output megapixels/s in fp32 and bf16, measured side by side in one process.
 Timing: the Upscaler path (channels_last, in-place activations, no tiling) on a random
 ``size`` x ``size`` LR image, best of ``repeats`` after one warm-up, fp32 and bf16
 alternating per repeat so load changes hit both alike. The JSON is
-``{name: {preset, params, macs_per_output_pixel, mp_per_s, mp_per_s_bf16}}``, the
-``--speed`` input of ``tools/make_table.py``.
+``{name: {preset, params, macs_per_output_pixel, mp_per_s, mp_per_s_bf16, train}}``
+(``train``: the training compute recorded in the file's metadata), the ``--speed`` input of
+``tools/make_table.py``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,21 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+
+def training_compute(name: str) -> str:
+    """``GPU 4.5 min`` / ``CPU 115 min + GPU 2.1 min`` from a shipped file's metadata."""
+    from sisr.hub.names import WEIGHTS, shipped_path
+    from sisr.hub.weights import read_metadata
+
+    path = shipped_path(WEIGHTS[name])
+    extra = (read_metadata(path).get("extra") or {}) if path is not None else {}
+    parts = []
+    if extra.get("cpu_minutes"):
+        parts.append(f"CPU {float(extra['cpu_minutes']):.0f} min")
+    if extra.get("gpu_minutes"):
+        parts.append(f"GPU {float(extra['gpu_minutes']):.1f} min")
+    return " + ".join(parts) or "-"
 
 
 def facts(names: list[str], size: int, repeats: int) -> dict[str, dict[str, Any]]:
@@ -52,6 +68,7 @@ def facts(names: list[str], size: int, repeats: int) -> dict[str, dict[str, Any]
             "mp_per_s": round(pixels / best["fp32"], 3),
             "mp_per_s_bf16": round(pixels / best["bf16"], 3),
             "threads": torch.get_num_threads(),
+            "train": training_compute(name),
         }
         print(name, json.dumps(out[name]), flush=True)
     return out

@@ -16,6 +16,7 @@ from sisr.data.pack import (
     inverse_planes,
     pack,
     read_header,
+    subset,
     unpack,
     unpack_to_folders,
     verify,
@@ -163,3 +164,23 @@ def test_real_training_images(data_root: Path, tmp_path: Path) -> None:
     pack([src], out)
     assert out.stat().st_size < sum(p.stat().st_size for p in src.iterdir())  # beats PNG
     assert verify(out, [src]).ok
+
+
+def test_subset_keeps_leading_images_exactly(folders: list[Path], tmp_path: Path) -> None:
+    full = tmp_path / "full.pack"
+    head = pack(folders, full)
+    sizes = [e["length"] for e in head["images"]]
+    budget = sizes[0] + sizes[1] + sizes[2] // 2  # room for two images and a half
+    part = tmp_path / "part.pack"
+    sub = subset(full, part, budget)
+    assert [e["name"] for e in sub["images"]] == [e["name"] for e in head["images"][:2]]
+    assert part.stat().st_size < full.stat().st_size
+    # pixels and per-image hashes unchanged; the overall digest is the kept images'
+    a, b = unpack(full), unpack(part)
+    for k in range(2):
+        assert np.array_equal(a.image_np(k), b.image_np(k))
+    assert read_header(part)["sha256"] == sub["sha256"] != head["sha256"]
+    assert sub["folders"] == [folders[0].name]
+    with pytest.raises(ConfigError, match="not even its first image"):
+        subset(full, tmp_path / "none.pack", sizes[0] - 1)
+    assert not (tmp_path / "none.pack").exists()

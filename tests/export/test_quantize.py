@@ -1,5 +1,5 @@
 """int8 quantisation with per-layer exclusions (sisr.export.quantize): the greedy choice as
-a pure function, and a real run on the shipped fast-x2 with training patches."""
+a pure function, and a real run on the shipped default-x2 with training patches."""
 
 from __future__ import annotations
 
@@ -65,9 +65,11 @@ def test_training_patches_refuse_images_too_small(tmp_path: Path) -> None:
 
 @pytest.mark.data
 @pytest.mark.slow
-def test_fast_x2_int8_keeps_the_budget(data_root: Path, tmp_path: Path) -> None:
-    model, meta = load_for_export("fast-x2")
-    fp32 = tmp_path / "fast.onnx"
+def test_default_x2_int8_keeps_the_budget(data_root: Path, tmp_path: Path) -> None:
+    # default-x2 (SPAN-t): most convs quantise within the budget, a few cannot. (The
+    # GPU-trained fast-x2 ESPCN cannot: each of its 3 convs alone costs > 0.03 dB.)
+    model, meta = load_for_export("default-x2")
+    fp32 = tmp_path / "default.onnx"
     export_onnx(model, fp32, meta=meta)
     train = data_root / "train"
     calib = training_patches(sorted((train / "T91").glob("*.png")), 2, 16, size=32, seed=0)
@@ -77,7 +79,7 @@ def test_fast_x2_int8_keeps_the_budget(data_root: Path, tmp_path: Path) -> None:
     report = quantize_int8(fp32, tmp_path / "int8.onnx", calib=calib, val=val, scale=2)
     convs = [n.name for n in onnx.load(str(fp32)).graph.node if n.op_type == "Conv"]
     assert sorted(report.quantized + report.excluded) == sorted(convs)
-    assert report.quantized, "no layer of ESPCN survived quantisation"
+    assert report.quantized and report.excluded, report
     assert 0 <= report.loss_db <= report.budget_db
     assert len(report.sensitivity_db) == len(convs)
     # the written file is the chosen model: its QDQ weights sit on the quantised convs only
@@ -110,8 +112,8 @@ def test_export_int8_through_the_cli(tmp_path: Path) -> None:
         base = np.stack([np.sin(x / (4 + i)), np.cos(y / 6.0), np.sin((x + y) / 9.0)], -1)
         img = np.clip((base + 1) * 110 + rng.normal(0, 6, base.shape), 0, 255)
         Image.fromarray(img.astype(np.uint8)).save(train / f"{i}.png")
-    out = tmp_path / "fast8.onnx"
-    args = ["export", "-n", "fast-x2", "-o", str(out), "--int8", str(train)]
+    out = tmp_path / "default8.onnx"
+    args = ["export", "-n", "default-x2", "-o", str(out), "--int8", str(train)]
     assert main([*args, "--int8-patches", "8"]) == 0
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     chosen = json.loads(props["sisr.int8"])
@@ -124,6 +126,6 @@ def test_export_int8_through_the_cli(tmp_path: Path) -> None:
     assert main(cmd) == 0
     assert Image.open(dst).size == (60, 80)
     bad = tmp_path / "bad.onnx"
-    assert main(["export", "-n", "fast-x2", "-o", str(bad), "--int8", str(tmp_path / "no")]) == 2
-    assert main(["export", "-n", "fast-x2", "-o", str(bad), "--int8", str(train), "--fp16"]) == 2
+    assert main(["export", "-n", "default-x2", "-o", str(bad), "--int8", str(tmp_path / "no")]) == 2
+    assert main(["export", "-n", "default-x2", "-o", str(bad), "--int8", str(train), "--fp16"]) == 2
     assert not bad.exists()

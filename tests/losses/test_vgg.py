@@ -354,3 +354,95 @@ def test_explicit_path_wins_over_cache(tmp_path: Path, monkeypatch: pytest.Monke
     path = tmp_path / "mine.pth"
     torch.save(_torchvision_like_state("vgg16", "relu1_1"), path)
     assert resolve_vgg_weights("vgg16", path) == path
+
+
+# ../shared/peers/perceptual/README.md: the original VGG16 up to relu2_2, and its fingerprint
+CAFFE_NPZ = "vgg16_relu2_2_caffe_oihw.npz"
+
+
+def _write_npz(path: Path, network: str = "vgg16", upto: int = 4, **extra: object) -> None:
+    import numpy as np
+
+    feats = VGGFeatures(["relu2_2"], network=network).features
+    names = [n for n in layer_names(network) if n.startswith("conv")][:upto]
+    arrays: dict[str, object] = {}
+    for name in names:
+        conv = feats[layer_index(network, name)]
+        arrays[f"{name}.weight"] = conv.weight.detach().numpy()
+        arrays[f"{name}.bias"] = conv.bias.detach().numpy()
+    arrays |= extra
+    np.savez(path, **arrays)
+
+
+def test_npz_of_the_original_weights_uses_the_caffe_convention(tmp_path: Path) -> None:
+    path = tmp_path / "vgg.npz"
+    ref = VGGFeatures(["relu2_2"], network="vgg16")
+    torch.manual_seed(0)
+    for p in ref.parameters():
+        p.data.normal_(0, 0.01)
+    # write ref's own (random) numbers and read them back through the npz path
+    import numpy as np
+
+    arrays = {}
+    for name in ("conv1_1", "conv1_2", "conv2_1", "conv2_2"):
+        conv = ref.features[layer_index("vgg16", name)]
+        arrays[f"{name}.weight"] = conv.weight.detach().numpy()
+        arrays[f"{name}.bias"] = conv.bias.detach().numpy()
+    np.savez(path, **arrays)
+    loaded = VGGFeatures(["relu2_2"], network="vgg16", weights=path)
+    assert loaded.convention == "caffe"
+    x = torch.rand(1, 3, 16, 16)
+    mean = torch.tensor(vgg_mod.CAFFE_MEAN).view(1, 3, 1, 1)
+    want = ref.features(x * 255.0 - mean)
+    assert torch.allclose(loaded(x)["relu2_2"], want, atol=1e-5)
+    # an explicit convention wins over the file's
+    tv = VGGFeatures(["relu2_2"], network="vgg16", weights=path, convention="torchvision")
+    assert tv.convention == "torchvision"
+    with pytest.raises(ConfigError, match="convention"):
+        VGGFeatures(["relu2_2"], convention="bgr")
+
+
+def test_npz_partial_network_asks_for_deeper_layer_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "vgg.npz"
+    _write_npz(path)
+    VGGFeatures(["relu1_2", "relu2_2"], network="vgg16", weights=path)  # fine
+    with pytest.raises(WeightsError, match=r"only up to conv2_2.*relu3_3"):
+        VGGFeatures(["relu3_3"], network="vgg16", weights=path)
+
+
+def test_npz_errors_name_the_file(tmp_path: Path) -> None:
+    import numpy as np
+
+    bad = tmp_path / "odd.npz"
+    _write_npz(bad, fc6=np.zeros(3, dtype=np.float32))
+    with pytest.raises(WeightsError, match=r"odd\.npz.*'fc6'"):
+        VGGFeatures(["relu2_2"], network="vgg16", weights=bad)
+    ints = tmp_path / "ints.npz"
+    np.savez(ints, **{"conv1_1.weight": np.zeros((64, 3, 3, 3), dtype=np.int32)})
+    with pytest.raises(WeightsError, match="not floating point"):
+        VGGFeatures(["relu1_1"], network="vgg16", weights=ints)
+    objs = tmp_path / "objs.npz"
+    np.savez(objs, **{"conv1_1.weight": np.array([object()], dtype=object)})
+    with pytest.raises(WeightsError, match=r"objs\.npz"):
+        VGGFeatures(["relu1_1"], network="vgg16", weights=objs)
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(WeightsError, match=r"junk\.npz"):
+        VGGFeatures(["relu1_1"], network="vgg16", weights=junk)
+
+
+def test_shared_vgg16_relu2_2_reproduces_its_fingerprint(data_root: Path) -> None:
+    """The README's fingerprint: Set5 baby.png, top-left 256x256, mean relu1_2 / relu2_2."""
+    import numpy as np
+    from PIL import Image
+
+    path = data_root.parent / "peers" / "perceptual" / CAFFE_NPZ
+    if not path.is_file():
+        pytest.skip(f"{path} not found (../shared/peers/perceptual)")
+    net = VGGFeatures(["relu1_2", "relu2_2"], network="vgg16", weights=path)
+    rgb = np.asarray(Image.open(data_root / "benchmarks" / "Set5" / "baby.png").convert("RGB"))
+    x = torch.from_numpy(rgb[:256, :256].copy()).permute(2, 0, 1)[None].float() / 255.0
+    with torch.no_grad():
+        out = net(x)
+    assert float(out["relu1_2"].mean()) == pytest.approx(104.553, abs=2e-3)
+    assert float(out["relu2_2"].mean()) == pytest.approx(158.815, abs=2e-3)

@@ -97,3 +97,23 @@ def test_cli_writes_file(mt: ModuleType, tmp_path: Path) -> None:
     assert text.startswith("| model | scale | params | MACs/px | CPU MP/s | Set5 | Set14 | B100 |")
     with pytest.raises(ValueError, match="list of results"):
         mt.build_table([{"model": "x"}], MODELS)
+
+
+def test_family_paper_numbers_and_training_column(mt: ModuleType) -> None:
+    """srgan-x4 is an srresnet preset but is compared with SRGAN's paper, not SRResNet's;
+    a ``train`` entry in the speed JSON adds the training-compute column."""
+    evals = [
+        {"model": "srgan-x4", "dataset": "Set5", "scale": 4, "psnr_y": 29.03},
+        {"model": "srresnet-x4", "dataset": "Set5", "scale": 4, "psnr_y": 29.43},
+    ]
+    speed = {
+        "srgan-x4": {"preset": "srresnet", "mp_per_s": 1.0, "train": "GPU 8.2 min"},
+        "srresnet-x4": {"preset": "srresnet", "mp_per_s": 1.0},
+    }
+    table = mt.build_table([evals], MODELS, speed)
+    assert table.splitlines()[0].endswith("| B100 | training |")
+    rows = _rows(table)
+    assert rows["srgan-x4@x4"][5] == "29.03 (29.40)"
+    assert rows["srgan-x4@x4"][-1] == "GPU 8.2 min"
+    assert rows["srresnet-x4@x4"][5] == "29.43 (32.05)"
+    assert rows["srresnet-x4@x4"][-1] == "-"

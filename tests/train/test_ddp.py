@@ -38,15 +38,13 @@ WORKER = textwrap.dedent(
         return original(self, *args)
 
     loop.Trainer._finish = finish
-    raise SystemExit(main(["train", sys.argv[1], "--out", sys.argv[2]]))
+    raise SystemExit(main(["train", sys.argv[1], "--out", sys.argv[2], *sys.argv[4:]]))
     """
 )
 
 
-def test_two_process_gloo_run_keeps_ranks_in_sync(
-    make_recipe: Callable[..., Path], tmp_path: Path
-) -> None:
-    recipe = make_recipe(iterations=6, val={"datasets": []}, checkpoint={"interval": 3})
+def _torchrun(recipe: Path, tmp_path: Path, *extra: str) -> tuple[dict, dict]:
+    """Train ``recipe`` on 2 gloo ranks; each rank's final state as dumped by WORKER."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     dump = tmp_path / "dump"
@@ -67,6 +65,7 @@ def test_two_process_gloo_run_keeps_ranks_in_sync(
             str(recipe),
             str(tmp_path / "run"),
             str(dump),
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -76,6 +75,14 @@ def test_two_process_gloo_run_keeps_ranks_in_sync(
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     r0 = torch.load(dump / "rank0.pt", weights_only=True)
     r1 = torch.load(dump / "rank1.pt", weights_only=True)
+    return r0, r1
+
+
+def test_two_process_gloo_run_keeps_ranks_in_sync(
+    make_recipe: Callable[..., Path], tmp_path: Path
+) -> None:
+    recipe = make_recipe(iterations=6, val={"datasets": []}, checkpoint={"interval": 3})
+    r0, r1 = _torchrun(recipe, tmp_path)
     assert (r0["rank"], r1["rank"], r0["world"], r0["iteration"]) == (0, 1, 2, 6)
     # different shards ...
     assert not torch.equal(r0["hr"], r1["hr"])
@@ -88,3 +95,20 @@ def test_two_process_gloo_run_keeps_ranks_in_sync(
     log = (tmp_path / "run" / "train.log").read_text()
     assert "batch 4 x 2 rank(s)" in log
     assert log.count("iter 6/6 loss") == 1
+
+
+def test_budgeted_ranks_stop_together_in_sync(
+    make_recipe: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Rank 0's clock decides the rate and the stop: both ranks make the same updates."""
+    recipe = make_recipe(
+        iterations=1000,
+        val={"datasets": []},
+        checkpoint={"interval": 0},
+        schedule={"name": "cosine", "min_lr": 0.0},
+    )
+    r0, r1 = _torchrun(recipe, tmp_path, "--budget", "3")
+    assert r0["iteration"] == r1["iteration"] > 0
+    assert all(torch.equal(r0["model"][k], r1["model"][k]) for k in r0["model"])
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "budget of 3 s spent at iteration" in log

@@ -1,5 +1,5 @@
 """``sisr train RECIPE.yaml --out RUN_DIR [--set key.path=value ...] [--resume] [--init-from CKPT]
-[--vgg-weights PATH]``.
+[--vgg-weights PATH] [--max-time SECONDS] [--budget SECONDS]``.
 
 Multi-GPU / multi-process: ``torchrun --nproc_per_node N -m sisr train ...``
 (each rank trains on its own shard; rank 0 logs, validates and saves).
@@ -60,6 +60,15 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="stop (checkpoint, validate, export) after this much wall time",
     )
+    p.add_argument(
+        "--budget",
+        type=float,
+        metavar="SECONDS",
+        help="train for this much wall time (the recipe's `budget`): the schedule, warm-up "
+        "and EMA of the recipe's nominal `iterations` are laid out over it, so the run ends "
+        "annealed at the deadline whatever the machine's speed; a resumed run counts the "
+        "time its earlier chunks spent",
+    )
     p.set_defaults(func=run)
 
 
@@ -73,7 +82,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.resume:
             raise ConfigError("a recipe is required (or --resume with a run folder)")
         recipe_path = args.out / "recipe.yaml"
-    recipe = load_recipe(recipe_path, args.overrides)
+    overrides = list(args.overrides)
+    if args.budget is not None:
+        overrides.append(f"budget={args.budget!r}")
+    recipe = load_recipe(recipe_path, overrides)
     if args.max_time is not None and args.max_time <= 0:
         raise ConfigError(f"--max-time must be > 0, got {args.max_time}")
     # before any data, cache or run-folder work: a missing VGG file costs no training time

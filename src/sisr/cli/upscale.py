@@ -47,7 +47,7 @@ def register(subparsers: Any) -> None:
         default="default",
         help="named weights (see `sisr models`), a published name (`sisr models --catalog`, "
         "downloaded on first use) or a weights file: .safetensors, or a .pth/.pt whose "
-        "architecture is detected (default: 'default', the built-in ESPCN)",
+        "architecture is detected (default: 'default', the built-in SPAN-t; 'fast' is ESPCN)",
     )
     p.add_argument(
         "-s", "--scale", type=int, default=None, help="pick the weights of this scale (2, 3, 4)"

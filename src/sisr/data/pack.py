@@ -367,6 +367,38 @@ def verify(
     return check
 
 
+def subset(path: str | Path, out_path: str | Path, max_bytes: int) -> dict[str, Any]:
+    """Copy the leading images of a pack whose compressed data fits in ``max_bytes``.
+
+    For a size-limited carry: the images keep their order, bytes and hashes (nothing is
+    decoded or re-compressed), and the new header's overall digest covers the kept ones.
+    Returns the new header; raises ConfigError when not even the first image fits.
+    """
+    pk = _open(path)
+    kept: list[dict[str, Any]] = []
+    used = 0
+    for e in pk.header["images"]:
+        if used + e["length"] > max_bytes:
+            break
+        kept.append(dict(e, offset=used))
+        used += e["length"]
+    if not kept:
+        raise ConfigError(f"{path}: not even its first image fits in {max_bytes} bytes")
+    header = dict(pk.header)
+    header["images"] = kept
+    header["folders"] = list(dict.fromkeys(e["name"].split("/", 1)[0] for e in kept))
+    header["pixels"] = int(sum(int(np.prod(e["shape"])) for e in kept))
+    header["sha256"] = _overall_from_entries(kept)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    src = pk.header["images"]
+    with atomic_path(Path(out_path)) as tmp, open(tmp, "wb") as f:
+        f.write(_HEAD.pack(MAGIC, len(head)))
+        f.write(head)
+        for e in src[: len(kept)]:
+            f.write(bytes(pk.data[e["offset"] : e["offset"] + e["length"]]))
+    return header
+
+
 def _stem(name: str) -> str:
     return str(PurePosixPath(name).with_suffix(""))
 
@@ -407,6 +439,7 @@ __all__ = [
     "inverse_planes",
     "pack",
     "read_header",
+    "subset",
     "unpack",
     "unpack_to_folders",
     "verify",

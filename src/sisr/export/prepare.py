@@ -31,6 +31,8 @@ _FIXED_SIZE_REASONS: dict[str, str] = {
     "matrices are built in Python from the input size (a graph holds one size only)",
     "vdsr": "it upscales its input with MATLAB bicubic first, whose interpolation "
     "matrices are built in Python from the input size (a graph holds one size only)",
+    "dense-fcn": "with residual: true it adds its output to the MATLAB-bicubic upscaled "
+    "input, whose interpolation matrices are built in Python from the input size",
 }
 
 # Probe sizes: the export traces at the first, the check runs at the second (different

@@ -11,8 +11,16 @@ VGG19: ``relu2_2`` = 8, ``relu3_4`` = 17, ``relu4_4`` = 26, ``conv5_4`` = 34,
 ``relu5_4`` = 35.
 
 The network is cut right after the deepest requested layer, normalises its [0, 1] RGB
-input with the ImageNet mean/std itself, keeps every parameter frozen and stays in eval
-mode whatever ``.train()`` is called with.
+input itself, keeps every parameter frozen and stays in eval mode whatever ``.train()`` is
+called with. Two input conventions exist for the same architecture: torchvision's
+(``[0, 1]`` minus the ImageNet mean, divided by its std) and the original VGG release's
+(``caffe``: RGB on 0..255 minus the per-channel mean ``CAFFE_MEAN``, no std). Weights
+trained in one convention give wrong features in the other, so the convention follows the
+file: ``.npz`` files (the original weights re-laid as ``conv{b}_{k}.weight`` / ``.bias``
+arrays in OIHW layout, e.g. ``../shared/peers/perceptual/vgg16_relu2_2_caffe_oihw.npz``)
+are ``caffe``, torchvision files are ``torchvision``. A file may hold only the first
+layers (that npz stops at ``conv2_2``): asking for a deeper layer is an error naming
+what the file has.
 
 Weights (:func:`resolve_vgg_weights`): an explicit file (``--vgg-weights PATH``:
 torchvision ``.pth`` read with ``torch.load(weights_only=True)``, or ``.safetensors``),
@@ -36,6 +44,9 @@ from sisr.errors import ConfigError, DownloadError, WeightsError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# the original VGG release's input: RGB on 0..255 minus this mean, no std
+CAFFE_MEAN = (123.68, 116.78, 103.94)
+CONVENTIONS = ("auto", "torchvision", "caffe")
 
 # Convolutions per block (torchvision cfg "D" and "E"); channels per block.
 _BLOCKS: dict[str, tuple[int, ...]] = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
@@ -130,7 +141,8 @@ class VGGFeatures(nn.Module):
 
     ``layers``: names as in the module docstring; the output dict keeps their order.
     ``weights``: a file to load now (see :meth:`load_weights`); ``None`` keeps the
-    random initialisation (tests, experiments). Max pools halve H and W, so a layer in
+    random initialisation (tests, experiments). ``convention``: the input normalisation
+    (``auto``: the weights file's, see :func:`file_convention`; torchvision's without one). Max pools halve H and W, so a layer in
     block ``b`` needs inputs of at least ``2**(b-1)`` pixels per side.
     """
 
@@ -139,9 +151,16 @@ class VGGFeatures(nn.Module):
         layers: Iterable[str] = ("relu2_2",),
         network: str = "vgg19",
         weights: str | Path | None = None,
+        convention: str = "auto",
     ) -> None:
         super().__init__()
         self.network = _check_network(network)
+        if convention not in CONVENTIONS:
+            raise ConfigError(
+                f"VGG input convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}"
+            )
+        self.requested_convention = convention
+        self.convention = "torchvision" if convention == "auto" else convention
         names = list(layers)
         if not names:
             raise ConfigError("VGG features: at least one layer is needed")
@@ -153,6 +172,8 @@ class VGGFeatures(nn.Module):
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
+        caffe = torch.tensor(CAFFE_MEAN).view(1, 3, 1, 1)
+        self.register_buffer("caffe_mean", caffe, persistent=False)
         self.requires_grad_(False)
         super().train(False)
         if weights is not None:
@@ -169,10 +190,16 @@ class VGGFeatures(nn.Module):
 
     def load_weights(self, path: str | Path) -> None:
         """Load the kept layers from a torchvision-layout file (deeper layers and
-        ``classifier.*`` ignored)."""
-        state, all_keys = read_vgg_state_dict(path, self.features.state_dict().keys())
+        ``classifier.*`` ignored) or an ``.npz`` of the original weights; with
+        ``convention="auto"`` the input convention becomes the file's."""
+        state, all_keys = read_vgg_state_dict(
+            path, self.features.state_dict().keys(), network=self.network
+        )
         check_layout(self.network, all_keys, source=str(path))
+        check_depth(self.network, all_keys, self.layers, source=str(path))
         self.load_features(state, source=str(path))
+        if self.requested_convention == "auto":
+            self.convention = file_convention(path)
 
     def load_features(self, state: Mapping[str, Tensor], *, source: str) -> None:
         """Copy ``features.*`` tensors (torchvision keys) into the kept layers."""
@@ -199,7 +226,10 @@ class VGGFeatures(nn.Module):
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"VGG features need (N, 3, H, W) RGB batches, got {tuple(x.shape)}")
-        h = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        if self.convention == "caffe":
+            h = x * 255.0 - self.caffe_mean.to(x.dtype)
+        else:
+            h = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         wanted: dict[int, list[str]] = {}
         for name, i in self._index.items():
             wanted.setdefault(i, []).append(name)
@@ -211,7 +241,7 @@ class VGGFeatures(nn.Module):
         return {name: found[name] for name in self.layers}
 
     def extra_repr(self) -> str:
-        return f"network={self.network}, layers={self.layers}"
+        return f"network={self.network}, layers={self.layers}, convention={self.convention}"
 
 
 # --- reading weight files ----------------------------------------------------------
@@ -267,10 +297,67 @@ def check_layout(network: str, keys: Iterable[str], *, source: str) -> None:
             )
 
 
+def file_convention(path: str | Path) -> str:
+    """The input convention of a weights file: ``caffe`` for ``.npz`` (the original
+    release's arrays), ``torchvision`` for everything else."""
+    return "caffe" if Path(path).suffix.lower() == ".npz" else "torchvision"
+
+
+def check_depth(network: str, keys: Iterable[str], layers: Iterable[str], *, source: str) -> None:
+    """WeightsError when a requested layer lies beyond the deepest convolution the file
+    holds (a partial network, e.g. VGG16 up to ``relu2_2``)."""
+    have = [int(m.group(1)) for k in keys if (m := re.match(r"^features\.(\d+)\.weight$", k))]
+    if not have:
+        return  # load_features names the missing tensors
+    names = layer_names(network)
+    deepest = max(have)
+    # a file ending at conv b_k also gives relu b_k, and the pool when the block ends there
+    reach = deepest + 1
+    if deepest + 2 < len(names) and names[deepest + 2].startswith("pool"):
+        reach = deepest + 2
+    too_deep = [n for n in layers if layer_index(network, n) > reach]
+    if too_deep:
+        raise WeightsError(
+            f"{source}: holds {network.upper()} only up to {names[deepest]} "
+            f"({names[min(deepest + 1, len(names) - 1)]}); layer {too_deep[0]} needs deeper "
+            "weights than the file has"
+        )
+
+
+def _read_npz(path: Path, network: str) -> dict[str, Tensor]:
+    """``conv{b}_{k}.weight`` / ``.bias`` arrays of an ``.npz`` -> torchvision keys.
+
+    Read with ``allow_pickle=False`` (arrays only, no code); shapes are checked later.
+    """
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except Exception as exc:  # zip errors, pickled object arrays refused, bad headers
+        raise WeightsError(f"{path}: not a readable .npz of VGG arrays ({exc})") from exc
+    names = layer_names(network)
+    out: dict[str, Tensor] = {}
+    for key, value in arrays.items():
+        m = re.match(r"^(conv\d_\d)\.(weight|bias)$", key)
+        if m is None or m.group(1) not in names:
+            raise WeightsError(
+                f"{path}: unexpected array {key!r} (expected conv{{b}}_{{k}}.weight / .bias "
+                f"of {network.upper()})"
+            )
+        if value.dtype.kind != "f":
+            raise WeightsError(f"{path}: array {key!r} is {value.dtype}, not floating point")
+        out[f"features.{names.index(m.group(1))}.{m.group(2)}"] = torch.from_numpy(
+            np.ascontiguousarray(value, dtype=np.float32)
+        )
+    return out
+
+
 def read_vgg_state_dict(
-    path: str | Path, keys: Iterable[str]
+    path: str | Path, keys: Iterable[str], *, network: str = "vgg16"
 ) -> tuple[dict[str, Tensor], list[str]]:
-    """The ``features.*`` tensors of a VGG weights file (``.pth`` or ``.safetensors``).
+    """The ``features.*`` tensors of a VGG weights file (``.pth``, ``.safetensors`` or
+    ``.npz`` of the original arrays, whose layer names map through ``network``).
 
     ``keys``: parameter names inside ``features`` (``"0.weight"``...); only those are
     returned (keyed ``features.0.weight``...), so the caller checks completeness; with
@@ -282,6 +369,9 @@ def read_vgg_state_dict(
     if not path.is_file():
         raise WeightsError(f"{path}: no such VGG weights file")
     wanted = {f"features.{k}" for k in keys}
+    if path.suffix.lower() == ".npz":
+        state = _read_npz(path, _check_network(network))
+        return {k: v for k, v in state.items() if k in wanted}, list(state)
     if path.suffix == ".safetensors" or _is_safetensors(path):
         return _read_safetensors(path, wanted)
     try:
@@ -367,13 +457,17 @@ def resolve_vgg_weights(
 
 
 __all__ = [
+    "CAFFE_MEAN",
+    "CONVENTIONS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "VGG_WEIGHTS",
     "VGGFeatures",
     "VGGWeightsSource",
+    "check_depth",
     "check_layout",
     "default_weights_path",
+    "file_convention",
     "layer_index",
     "layer_names",
     "missing_weights_message",

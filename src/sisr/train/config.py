@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import re
 import types
@@ -317,9 +318,22 @@ class GuardConfig:
         )
 
 
+# a week: a budget is wall-clock seconds, and more than this is a typo (ms, not s)
+MAX_BUDGET_SECONDS = 7 * 24 * 3600.0
+
+
 @dataclass
 class Recipe:
-    """A complete training recipe. ``device``: auto | cpu | cuda | cuda:N."""
+    """A complete training recipe. ``device``: auto | cpu | cuda | cuda:N.
+
+    ``budget``: wall-clock seconds for the training loop. Without it the run makes
+    ``iterations`` updates. With it the run trains until the budget is spent, however
+    many updates that is, and ``iterations`` is only the nominal length that the
+    schedule's milestones and warm-up, and the EMA's start, are written against: the
+    schedule is stretched or squeezed onto the budget (update at elapsed fraction ``f``
+    uses the rate of nominal iteration ``f * iterations``), so the run ends annealed at
+    its deadline whatever speed the machine turns out to have.
+    """
 
     model: ModelConfig
     data: DataConfig
@@ -341,11 +355,18 @@ class Recipe:
     deterministic: bool = False
     device: str = "auto"
     name: str = ""
+    budget: float | None = None
 
     def check(self, path: str = "") -> None:
         _require(
             self.iterations >= 1, _join(path, "iterations"), f"must be >= 1, got {self.iterations}"
         )
+        if self.budget is not None:
+            _require(
+                math.isfinite(self.budget) and 0 < self.budget <= MAX_BUDGET_SECONDS,
+                _join(path, "budget"),
+                f"must be a number of seconds in (0, {MAX_BUDGET_SECONDS:g}], got {self.budget}",
+            )
         _require(bool(self.loss), _join(path, "loss"), "needs at least one term")
         _require(
             re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
@@ -595,6 +616,7 @@ def _plain(value: Any) -> Any:
 
 
 __all__ = [
+    "MAX_BUDGET_SECONDS",
     "CheckpointConfig",
     "DataConfig",
     "EmaConfig",

@@ -87,6 +87,15 @@ def any_true(info: DistInfo, flag: bool) -> bool:
     return not all_true(info, not flag)
 
 
+def broadcast_float(info: DistInfo, value: float) -> float:
+    """Rank 0's ``value`` on every rank (one tiny broadcast)."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=_comm_device(info))
+    dist.broadcast(t, src=0)
+    return float(t.item())
+
+
 def gather_objects(info: DistInfo, obj: Any) -> list[Any]:
     """Every rank's ``obj`` in rank order (each rank gets the full list)."""
     if not info.enabled:
@@ -115,6 +124,7 @@ __all__ = [
     "all_true",
     "any_true",
     "barrier",
+    "broadcast_float",
     "broadcast_object",
     "cleanup",
     "gather_objects",

@@ -33,7 +33,7 @@ class EMA:
         dst = self.shadow.state_dict()
         return [dst[k] for k in dst], [src[k] for k in dst]
 
-    def decay_at(self, iteration: int) -> float:
+    def decay_at(self, iteration: float) -> float:
         """Decay used for update ``iteration`` (0-based); 0 before ``start`` (a copy)."""
         if iteration < self.start:
             return 0.0
@@ -43,7 +43,7 @@ class EMA:
         return min(self.decay, (1.0 + n) / (10.0 + n))
 
     @torch.no_grad()
-    def update(self, model: nn.Module, iteration: int) -> None:
+    def update(self, model: nn.Module, iteration: float) -> None:
         """Fold the weights after update ``iteration`` (0-based) into the average."""
         dst, src = self._pairs(model)
         floats = [(d, s) for d, s in zip(dst, src, strict=True) if d.is_floating_point()]

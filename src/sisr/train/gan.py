@@ -324,8 +324,8 @@ class GANTrainer(Trainer):
         gradient norm was not finite; then neither network was updated by the batch
         ``(lr, hr)`` (extra D updates of this call that were finite are kept).
         """
-        rate = self.schedule.apply(self.iteration)
-        d_rate = self.d_schedule.apply(self.iteration)
+        rate = self.schedule.apply(self.position)
+        d_rate = self.d_schedule.apply(self.position)
         d_stats: list[Tensor] = []
         for _ in range(self.gan.d_steps - 1):
             stats = self._extra_d_update(d_rate)
@@ -351,7 +351,7 @@ class GANTrainer(Trainer):
             return None
         self._apply(self.optimizer, self.d_optimizer)
         if self.ema is not None:
-            self.ema.update(self.model, self.iteration)
+            self.ema.update(self.model, self.position)
         self.iteration += 1
         d_stats.append(stats)
         mean = torch.stack(d_stats).mean(0)

@@ -60,7 +60,7 @@ from sisr.train.checkpoint import (
 from sisr.train.config import OptimConfig, Recipe, expand_path, recipe_from_dict
 from sisr.train.ema import EMA
 from sisr.train.logging import RunLogger, format_eta, format_train_line
-from sisr.train.schedule import LRSchedule
+from sisr.train.schedule import LRSchedule, budget_position
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
@@ -235,6 +235,11 @@ class Trainer:
         self._validated_at = -1
         self._pairs: list[tuple[str, list[Any]]] | None = None
         self._step_seconds = 0.0
+        # budgeted runs: seconds spent by earlier chunks, the clock of this one, and the
+        # schedule position (nominal iteration) the loop decided for the coming update
+        self._budget_base = 0.0
+        self._clock_t0: float | None = None
+        self._position: float | None = None
 
         self.log = RunLogger(
             self.out_dir,
@@ -421,7 +426,7 @@ class Trainer:
         Returns ``(loss, parts)`` after a successful update, or ``None`` when the loss
         (on any rank) or the gradient norm was not finite and the update was skipped.
         """
-        rate = self.schedule.apply(self.iteration)
+        rate = self.schedule.apply(self.position)
         lr, hr = self._to_device(lr, hr)
         sr, extra = self._generate(lr, hr)
         total, parts = self.loss(sr, hr, lr, sync=False, **extra)
@@ -443,9 +448,30 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
-            self.ema.update(self.model, self.iteration)
+            self.ema.update(self.model, self.position)
         self.iteration += 1
         return value, parts
+
+    # -- budget ----------------------------------------------------------------------------
+
+    @property
+    def position(self) -> float:
+        """Where the coming update sits in the schedule: its iteration, or for a budgeted
+        run the nominal iteration its elapsed time maps to (set by :meth:`run`)."""
+        return self.iteration if self._position is None else self._position
+
+    def elapsed(self) -> float:
+        """Training seconds of this run so far, earlier chunks included."""
+        if self._clock_t0 is None:
+            return self._budget_base
+        return self._budget_base + (time.monotonic() - self._clock_t0)
+
+    def _start_clock(self) -> None:
+        self._clock_t0 = time.monotonic()
+
+    def _stop_clock(self) -> None:
+        self._budget_base = self.elapsed()
+        self._clock_t0 = None
 
     def _to_device(self, lr: Tensor, hr: Tensor) -> tuple[Tensor, Tensor]:
         if lr.device != self.device:
@@ -504,6 +530,7 @@ class Trainer:
                 "history": self.history,
                 "recipe": self.recipe.to_dict(),
                 "arch": {"id": self.model.arch_id, "hparams": self.model.hparams},
+                "elapsed": self.elapsed(),
             }
         )
 
@@ -536,6 +563,9 @@ class Trainer:
         self.history = list(state.get("history") or [])
         self._saved_at = self.iteration
         self._validated_at = self.history[-1]["iteration"] if self.history else -1
+        self._budget_base = float(state.get("elapsed") or 0.0)
+        if self._clock_t0 is not None:
+            self._clock_t0 = time.monotonic()
 
     def save(self, names: tuple[str, ...] = (LAST,)) -> bool:
         """Checkpoint the current state under ``names`` (rank 0 writes; all ranks call).
@@ -569,8 +599,10 @@ class Trainer:
             )
         scale = self.schedule.scale * g.lr_factor
         rollbacks = self.rollbacks + 1
+        elapsed = self.elapsed()  # the deadline is wall-clock: a rollback does not rewind it
         state = load_checkpoint(self.ckpt_dir / LAST)
         self._restore(state)
+        self._budget_base = elapsed
         self.schedule.scale = scale
         self.rollbacks = rollbacks
         self.skips = 0
@@ -666,8 +698,24 @@ class Trainer:
         window_n = 0
         t_window = time.monotonic()
         last_rate = self.schedule.apply(self.iteration)
+        budget = r.budget
+        if budget is not None:
+            self.log.info(
+                f"budget: {budget:g} s of training ({self._budget_base:.1f} s spent before); "
+                f"the schedule of {total} nominal iterations is laid out over it"
+            )
+        self._start_clock()
         try:
-            while self.iteration < total:
+            while True:
+                if budget is not None:
+                    # rank 0's clock decides for all ranks, so rates and the stop agree
+                    spent = D.broadcast_float(self.dist, self.elapsed())
+                    if spent >= budget:
+                        self.log.info(f"budget of {budget:g} s spent at iteration {self.iteration}")
+                        break
+                    self._position = budget_position(spent, budget, total)
+                elif self.iteration >= total:
+                    break
                 if max_seconds is not None and D.any_true(
                     self.dist, time.monotonic() - t_start >= max_seconds
                 ):
@@ -701,9 +749,14 @@ class Trainer:
                     now = time.monotonic()
                     means = {k: float(v) / window_n for k, v in window_parts.items()}
                     its = window_n / max(now - t_window, 1e-9)
+                    if budget is not None:
+                        spent = self.elapsed()
+                        where = f"{100 * spent / budget:.1f}% of the budget, {budget - spent:.0f} s left"
+                    else:
+                        where = f"{100 * it / total:.1f}% {format_eta(total - it, its)}"
                     self.log.info(
                         format_train_line(it, total, window_loss / window_n, means, last_rate, its)
-                        + f" | {100 * it / total:.1f}% {format_eta(total - it, its)}"
+                        + f" | {where}"
                     )
                     self.log.scalars(
                         {"train/loss": window_loss / window_n, "train/lr": last_rate}
@@ -724,10 +777,13 @@ class Trainer:
                 if improved and self._saved_at != it:
                     self.save((BEST,))
         except KeyboardInterrupt:
+            self._stop_clock()
             if not self.dist.enabled and self.iteration != self._saved_at and self.save():
                 self.log.info(f"interrupted: saved {LAST} at iteration {self.iteration}")
             self.log.close()
             raise
+        self._stop_clock()
+        self._position = None
         return self._finish(t_start, start_iter)
 
     def _after_validation(self) -> bool:
@@ -790,7 +846,12 @@ class Trainer:
             recipe=self.recipe.to_dict(),
             iterations=self.iteration,
             metrics=metrics,
-            extra={"ema": self.ema is not None, "best": self.best},
+            extra={
+                "ema": self.ema is not None,
+                "best": self.best,
+                "train_seconds": round(self.elapsed(), 1),
+                "budget": self.recipe.budget,
+            },
         )
 
 

@@ -18,7 +18,7 @@ import torch
 from sisr.train.config import ScheduleConfig
 
 
-def lr_factor(cfg: ScheduleConfig, iteration: int, total: int, base_lr: float) -> float:
+def lr_factor(cfg: ScheduleConfig, iteration: float, total: int, base_lr: float) -> float:
     """Multiplier of the base rate for 0-based update ``iteration`` of ``total``.
 
     multistep: ``gamma ** #(milestones <= iteration)`` (the milestone-th update is the
@@ -44,6 +44,18 @@ def lr_factor(cfg: ScheduleConfig, iteration: int, total: int, base_lr: float) -
     return decay
 
 
+def budget_position(elapsed: float, budget: float, total: int) -> float:
+    """Nominal iteration of a budgeted run after ``elapsed`` of its ``budget`` seconds.
+
+    The schedule written for ``total`` iterations is mapped onto the budget linearly:
+    ``total * elapsed / budget``, clamped to ``[0, total]``, so the last update before the
+    deadline runs at (nearly) the schedule's final rate.
+    """
+    if budget <= 0:
+        raise ValueError(f"budget must be > 0, got {budget}")
+    return total * min(max(elapsed / budget, 0.0), 1.0)
+
+
 class LRSchedule:
     """Sets every parameter group's rate for the coming update.
 
@@ -61,8 +73,9 @@ class LRSchedule:
             group.setdefault("initial_lr", group["lr"])
         self.base_lr = float(optimizer.param_groups[0]["initial_lr"])
 
-    def apply(self, iteration: int) -> float:
-        """Set the rates for update ``iteration``; returns the rate of the first group."""
+    def apply(self, iteration: float) -> float:
+        """Set the rates for update ``iteration`` (a fractional nominal iteration for a
+        budgeted run); returns the rate of the first group."""
         factor = lr_factor(self.cfg, iteration, self.total, self.base_lr) * self.scale
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
@@ -75,4 +88,4 @@ class LRSchedule:
         self.scale = float(state["scale"])
 
 
-__all__ = ["LRSchedule", "lr_factor"]
+__all__ = ["LRSchedule", "budget_position", "lr_factor"]
