@@ -66,145 +66,116 @@ def _table(*entries: NamedWeights) -> dict[str, NamedWeights]:
 @dataclass(frozen=True)
 class _Family:
     """One shipped model family: ``<name>-x<scale>`` for each scale, plus ``<name>`` for x2
-    when ``alias`` (the built-in ``default`` and ``fast``)."""
+    when ``alias`` (the built-in ``default`` and ``fast``). ``scores``: the file's measured
+    Y-PSNR on Set5, Set14, B100 (its metadata holds the full table)."""
 
     name: str
     preset: str
     label: str
-    file: str  # with {scale}
-    source: str  # with {scale}
-    alias: bool
     sha256: dict[int, str]
-    scores: dict[int, str]
+    scores: dict[int, tuple[float, float, float]]
+    file: str = ""  # with {scale}; default <name>-x{scale}.safetensors
+    source: str = ""  # with {scale}; default: the run of tools/gpu/plan.yaml of that name
+    alias: bool = False
+
+    def file_for(self, scale: int) -> str:
+        return (self.file or f"{self.name}-x{{scale}}.safetensors").format(scale=scale)
+
+    def source_for(self, scale: int) -> str:
+        plan = f"trained by sisr on one GPU: tools/gpu/plan.yaml run {self.name}-x{{scale}}"
+        return (self.source or plan).format(scale=scale)
 
 
 # Every family was trained with sisr's own engine (recipes, `sisr train --budget`) on
 # T91 + BSD200 + 61 General100 images; each file's metadata holds its recipe, its training
 # stages (device, seconds, iterations) and its measured Set5 / Set14 / B100 table.
 # ``default``: SPAN at 16 features x 6 blocks (span-t, 47K parameters); ``fast``: ESPCN.
-# Generated from the shipped files and their eval JSON (tools/gpu/README.md, "After the calls").
+# From the shipped files and their eval JSON (tools/gpu/README.md, "After the calls").
 _FAMILIES = (
     _Family(
-        name="default",
-        preset="span-t",
-        label="SPAN-t",
-        file="default-x{scale}.safetensors",
-        source="trained by sisr: recipes/default_span_x{scale}.yaml, continued on CPU and GPU (tools/gpu/; stages in the file's metadata)",
-        alias=True,
+        "default",
+        "span-t",
+        "SPAN-t",
         sha256={
             2: "c9ed456f2d699ff65a61eb10087575176edb9e259d7083b17d7de7e263f7f232",
             3: "8c4c1d6506023ecf4491d0dd4d8ff0c5e30617d78c80b6b020abeae49f23cc7c",
             4: "3693918b741c663ee4666c979dbcc890de79cdf4eeeaaf46e45d9b38ad732f3a",
         },
-        scores={
-            2: "Set5 / Set14 / B100 37.37 / 33.00 / 31.81 dB",
-            3: "Set5 / Set14 / B100 33.24 / 29.55 / 28.57 dB",
-            4: "Set5 / Set14 / B100 30.83 / 27.75 / 27.05 dB",
-        },
+        scores={2: (37.37, 33.0, 31.81), 3: (33.24, 29.55, 28.57), 4: (30.83, 27.75, 27.05)},
+        source="trained by sisr: recipes/default_span_x{scale}.yaml, continued on CPU and GPU (tools/gpu/; stages in the file's metadata)",
+        alias=True,
     ),
     _Family(
-        name="fast",
-        preset="espcn",
-        label="ESPCN",
-        file="espcn-x{scale}.safetensors",
-        source="trained by sisr on one GPU: tools/gpu/plan.yaml run espcn-x{scale}",
-        alias=True,
+        "fast",
+        "espcn",
+        "ESPCN",
         sha256={
             2: "cfcb23e54d1a93de014d696ce75d718d8e2469bf49ed55de340d2ec1d7d8da85",
             3: "be0d1550d4eefcc6504e8a67b86b96b1fd9b52f15a3fb8b1d25110ca53083b73",
             4: "88abe992b1f9b83f762d12b964d2c7b3cdd1b1894d6acd7e3c45c1346b40fd3f",
         },
-        scores={
-            2: "Set5 / Set14 / B100 36.14 / 32.17 / 31.02 dB",
-            3: "Set5 / Set14 / B100 32.35 / 29.08 / 28.19 dB",
-            4: "Set5 / Set14 / B100 30.11 / 27.27 / 26.73 dB",
-        },
+        scores={2: (36.14, 32.17, 31.02), 3: (32.35, 29.08, 28.19), 4: (30.11, 27.27, 26.73)},
+        file="espcn-x{scale}.safetensors",
+        source="trained by sisr on one GPU: tools/gpu/plan.yaml run espcn-x{scale}",
+        alias=True,
     ),
     _Family(
-        name="edsr-baseline",
-        preset="edsr-baseline",
-        label="EDSR-baseline",
-        file="edsr-baseline-x{scale}.safetensors",
-        source="trained by sisr on one GPU: tools/gpu/plan.yaml run edsr-baseline-x{scale}",
-        alias=False,
+        "edsr-baseline",
+        "edsr-baseline",
+        "EDSR-baseline",
         sha256={
             2: "e9753d7b9f6f4234a90d17eec0dea0f456207b2bec99bb25c3f82ca6ba0ae267",
             3: "83b771487c17acec8ea014594cdf6df42843bdc92aae0032f4cb63443bf89b93",
             4: "ffed6851e5bffdd047a8b26d1cda4758c6e2c1305fdcd34c6e3e700e9f68ddfe",
         },
-        scores={
-            2: "Set5 / Set14 / B100 37.64 / 33.15 / 31.93 dB",
-            3: "Set5 / Set14 / B100 33.94 / 29.94 / 28.87 dB",
-            4: "Set5 / Set14 / B100 31.55 / 28.17 / 27.31 dB",
-        },
+        scores={2: (37.64, 33.15, 31.93), 3: (33.94, 29.94, 28.87), 4: (31.55, 28.17, 27.31)},
     ),
     _Family(
-        name="wdsr-a",
-        preset="wdsr-a",
-        label="WDSR-A",
-        file="wdsr-a-x{scale}.safetensors",
-        source="trained by sisr on one GPU: tools/gpu/plan.yaml run wdsr-a-x{scale}",
-        alias=False,
+        "wdsr-a",
+        "wdsr-a",
+        "WDSR-A",
         sha256={4: "ca9e63b95aeafc7b88eba287592caf9d5d181fc2f95622280b852af6cf6bdb70"},
-        scores={4: "Set5 / Set14 / B100 31.71 / 28.27 / 27.39 dB"},
+        scores={4: (31.71, 28.27, 27.39)},
     ),
     _Family(
-        name="wdsr-b",
-        preset="wdsr-b",
-        label="WDSR-B",
-        file="wdsr-b-x{scale}.safetensors",
-        source="trained by sisr on one GPU: tools/gpu/plan.yaml run wdsr-b-x{scale}",
-        alias=False,
+        "wdsr-b",
+        "wdsr-b",
+        "WDSR-B",
         sha256={4: "b76c38ba73dcc0d59d6809eee0331b2df3560d455b3ba258a0fd929f574244c2"},
-        scores={4: "Set5 / Set14 / B100 30.48 / 27.56 / 26.90 dB"},
+        scores={4: (30.48, 27.56, 26.9)},
     ),
     _Family(
-        name="srresnet",
-        preset="srresnet",
-        label="SRResNet (MSE)",
-        file="srresnet-x{scale}.safetensors",
-        source="trained by sisr on one GPU: tools/gpu/plan.yaml run srresnet-x{scale}",
-        alias=False,
+        "srresnet",
+        "srresnet",
+        "SRResNet (MSE)",
         sha256={4: "0bf47386d925b2f655650af4c6d11b35268720c07e44385d0a8ef04b6429e77b"},
-        scores={4: "Set5 / Set14 / B100 29.43 / 26.81 / 26.43 dB"},
+        scores={4: (29.43, 26.81, 26.43)},
     ),
     _Family(
-        name="srgan",
-        preset="srresnet",
-        label="SRGAN (VGG16 relu2_2 + adversarial)",
-        file="srgan-x{scale}.safetensors",
-        source="trained by sisr on one GPU: tools/gpu/plan.yaml run srgan-x{scale} (from srresnet-x4)",
-        alias=False,
+        "srgan",
+        "srresnet",
+        "SRGAN (VGG16 relu2_2 + adversarial)",
         sha256={4: "9d7e4e445c6e00d9b7cd59d04588bba63acb622379e875ff76b4507ad1d3fc45"},
-        scores={4: "Set5 / Set14 / B100 29.03 / 26.66 / 26.30 dB"},
+        scores={4: (29.03, 26.66, 26.3)},
+        source="trained by sisr on one GPU: tools/gpu/plan.yaml run srgan-x{scale} (from srresnet-x4)",
     ),
     _Family(
-        name="dense-fcn",
-        preset="dense-fcn",
-        label="dense 4x FCN (L2 + high-pass)",
-        file="dense-fcn-x{scale}.safetensors",
-        source="trained by sisr on one GPU: tools/gpu/plan.yaml run dense-fcn-x{scale}",
-        alias=False,
+        "dense-fcn",
+        "dense-fcn",
+        "dense 4x FCN (L2 + high-pass)",
         sha256={4: "dfee2a40c7f4adbc990a49d10d1e78a383bb1bb5c04b10e9bcf332bdc3577351"},
-        scores={4: "Set5 / Set14 / B100 31.43 / 28.17 / 27.33 dB"},
+        scores={4: (31.43, 28.17, 27.33)},
     ),
     _Family(
-        name="fsrcnn",
-        preset="fsrcnn",
-        label="FSRCNN",
-        file="fsrcnn-x{scale}.safetensors",
-        source="trained by sisr on one GPU: tools/gpu/plan.yaml run fsrcnn-x{scale}",
-        alias=False,
+        "fsrcnn",
+        "fsrcnn",
+        "FSRCNN",
         sha256={
             2: "3fc767bd3e2b0fbac5db2b66ae9deb6552651a5e48b644dab03ea47f13b460a4",
             3: "8b7a4ec9a4ed04bb08e7e47efea416b6c0421ca791eff8382ad07ebedac4aae9",
             4: "4233108cc7cbf150bd0db9723960d1bfdc7c13cf1ae25b3b3e688622f434dab6",
         },
-        scores={
-            2: "Set5 / Set14 / B100 35.33 / 31.60 / 30.69 dB",
-            3: "Set5 / Set14 / B100 31.82 / 28.69 / 27.99 dB",
-            4: "Set5 / Set14 / B100 29.51 / 26.82 / 26.50 dB",
-        },
+        scores={2: (35.33, 31.6, 30.69), 3: (31.82, 28.69, 27.99), 4: (29.51, 26.82, 26.5)},
     ),
 )
 
@@ -213,16 +184,18 @@ def _family_entries(family: _Family) -> list[NamedWeights]:
     entries = []
     for scale, digest in family.sha256.items():
         plain = (family.name,) if scale == 2 and family.alias else ()
+        set5, set14, b100 = family.scores[scale]
+        scores = f"Set5 / Set14 / B100 {set5:.2f} / {set14:.2f} / {b100:.2f} dB"
         for name in (f"{family.name}-x{scale}", *plain):
             entries.append(
                 NamedWeights(
                     name=name,
                     preset=family.preset,
                     scale=scale,
-                    description=f"{family.label} x{scale}, {family.scores[scale]}",
-                    file=family.file.format(scale=scale),
+                    description=f"{family.label} x{scale}, {scores}",
+                    file=family.file_for(scale),
                     sha256=digest,
-                    source=family.source.format(scale=scale),
+                    source=family.source_for(scale),
                     license="Apache-2.0",
                 )
             )
