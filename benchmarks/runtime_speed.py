@@ -39,12 +39,6 @@ def data_dir() -> Path:
     return Path(os.environ.get("SISR_DATA", REPO.parent / "shared" / "data"))
 
 
-def peers_dir() -> Path:
-    from upscale_speed import peers_dir as peers
-
-    return peers()
-
-
 def int8_engine(fp32: Path, out: Path, scale: int, n_calib: int, threads: int) -> dict:
     """Quantise with :func:`sisr.export.quantize.quantize_int8`: calibrated on T91 patches,
     layers chosen on BSD200 patches (both training sets, never Set5)."""
@@ -98,10 +92,30 @@ def build_engines(
     except Exception as exc:  # quantisation support varies by operator set
         print(f"{name}: int8 quantisation failed: {exc}", file=sys.stderr)
         int8_report["error"] = str(exc)
+    engines.update(opencv_engines(fp32, scale))
+    return engines, scale, int8_report
+
+
+def opencv_engines(onnx_file: Path, scale: int) -> dict[str, Engine]:
+    """OpenCV dnn on our ONNX file and dnn_superres's own ESPCN, each where this OpenCV
+    can run it; one line for each that it cannot (the benchmark goes on without it)."""
+    from upscale_speed import dnn_superres, unavailable
+
+    engines: dict[str, Engine] = {}
     try:
         import cv2
-
-        net = cv2.dnn.readNetFromONNX(str(fp32))
+    except ImportError:
+        print(
+            "opencv dnn: unavailable (OpenCV not installed: pip install -e '.[bench]')",
+            file=sys.stderr,
+        )
+        return engines
+    try:
+        net = cv2.dnn.readNetFromONNX(str(onnx_file))
+    except cv2.error as exc:
+        why = " ".join(str(exc).split())[:300]
+        print(f"opencv dnn (our onnx): unavailable ({why})", file=sys.stderr)
+    else:
 
         def cv_ours(rgb: np.ndarray) -> np.ndarray:
             blob = rgb.astype(np.float32).transpose(2, 0, 1)[None] / 255
@@ -110,17 +124,14 @@ def build_engines(
             return np.clip(np.round(y * 255), 0, 255).astype(np.uint8)
 
         engines["opencv dnn (our onnx)"] = cv_ours
-        pb = peers_dir() / f"ESPCN_x{scale}.pb"
-        if pb.is_file():
-            sr = cv2.dnn_superres.DnnSuperResImpl_create()
-            sr.readModel(str(pb))
-            sr.setModel("espcn", scale)
-            engines["opencv dnn_superres ESPCN"] = lambda rgb: sr.upsample(
-                np.ascontiguousarray(rgb[..., ::-1])
-            )[..., ::-1]
-    except ImportError:
-        print("OpenCV not installed: pip install -e '.[bench]'", file=sys.stderr)
-    return engines, scale, int8_report
+    sr, why = dnn_superres("espcn", scale)
+    if sr is None:
+        unavailable(why)
+    else:
+        engines["opencv dnn_superres ESPCN"] = lambda rgb: sr.upsample(
+            np.ascontiguousarray(rgb[..., ::-1])
+        )[..., ::-1]
+    return engines
 
 
 def set5_psnr(fn: Engine, scale: int) -> float:

@@ -4,6 +4,11 @@ latency percentiles, responses by status and the server's peak RSS.
 
     python benchmarks/serve_load.py                       # 200 small / 50 clients, 10 large
     python benchmarks/serve_load.py --small 50 --large 2 --large-size 512x384
+    python benchmarks/serve_load.py --audit               # the hardening audit's cases
+
+``--audit`` instead measures what the hardening audit measured: the server's peak RSS for
+one 1990x1990 job on the CPU and how often its progress moved, seconds from DELETE to the
+answer and until the worker is free again, and seconds from ``--job-timeout`` to the 504.
 
 Pass means: no 5xx other than 503 (the queue-full answer, retried after Retry-After),
 every accepted request answered with a correct image, and the server's peak RSS under
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import os
 import socket
@@ -21,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,15 +67,49 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _peak_rss_mb(pid: int) -> float | None:
-    """VmHWM (the kernel's peak resident set) of the server process, Linux only."""
+def _peak_rss_mb(pid: int, key: str = "VmHWM") -> float | None:
+    """VmHWM (the kernel's peak resident set; VmRSS: the current one) of the server process,
+    Linux only."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{key}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None
     return None
+
+
+@contextlib.contextmanager
+def _server(extra: list[str]) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A ``sisr serve`` subprocess on a free local port, stopped on exit."""
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "sisr", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--log-level", "warning", *extra]
+    print("server:", " ".join(cmd[1:]))
+    server = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        start = time.monotonic()
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() - start > 60:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.2)
+        print(
+            f"started in {time.monotonic() - start:.1f} s, baseline RSS "
+            f"{_peak_rss_mb(server.pid) or float('nan'):.0f} MiB"
+        )
+        yield server, base
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 async def _post_retrying(
@@ -192,6 +233,62 @@ def report(phase: Phase, expected: int) -> None:
         print(f"  error        {e}")
 
 
+def _poll(client: httpx.Client, base: str, job: str, until: set[str]) -> tuple[dict, int]:
+    """Poll a job every 50 ms until its state is in ``until``; returns the last status and
+    how many different progress values were seen on the way."""
+    seen: set[float] = set()
+    while True:
+        st = client.get(f"{base}/v1/jobs/{job}").json()
+        seen.add(st["progress"])
+        if st["state"] in until:
+            return st, len(seen)
+        time.sleep(0.05)
+
+
+def audit(args: argparse.Namespace) -> int:
+    w, h = args.audit_size
+    data = _png(w, h, 7)
+    files = {"file": ("audit.png", data, "image/png")}
+    with _server(["--workers", "1"]) as (server, base), httpx.Client(timeout=600) as client:
+        rss0 = _peak_rss_mb(server.pid, "VmRSS") or float("nan")
+        t0 = time.perf_counter()
+        job = client.post(f"{base}/v1/jobs", files=files).json()["id"]
+        st, moves = _poll(client, base, job, {"done", "failed", "timeout", "cancelled"})
+        took = time.perf_counter() - t0
+        peak = _peak_rss_mb(server.pid) or float("nan")
+        print(
+            f"[audit] one {w}x{h} job: {st['state']} in {took:.1f} s, {st['tiles_total']} "
+            f"tile(s), {moves} progress values seen (polled every 50 ms)"
+        )
+        print(f"        server RSS {rss0:.0f} MiB before, peak {peak:.0f} MiB (VmHWM)")
+        client.delete(f"{base}/v1/jobs/{job}")
+
+        job = client.post(f"{base}/v1/jobs", files=files).json()["id"]
+        _poll(client, base, job, {"running"})
+        time.sleep(1.0)  # well inside its work
+        t0 = time.perf_counter()
+        answer = client.delete(f"{base}/v1/jobs/{job}").json()["state"]
+        t_answer = time.perf_counter() - t0
+        # the next job can only start once the (single) worker let go of the cancelled one
+        tiny = client.post(f"{base}/v1/jobs", files={"file": ("t.png", _png(8, 8, 1))}).json()
+        _poll(client, base, tiny["id"], {"done", "failed"})
+        t_free = time.perf_counter() - t0
+        print(
+            f"[audit] DELETE of a running job: '{answer}' after {t_answer * 1e3:.0f} ms; "
+            f"worker free again (next job done) after {t_free:.2f} s"
+        )
+    extra = ["--workers", "1", "--job-timeout", f"{args.audit_timeout:g}"]
+    with _server(extra) as (server, base), httpx.Client(timeout=600) as client:
+        t0 = time.perf_counter()
+        r = client.post(f"{base}/v1/upscale", files=files)
+        took = time.perf_counter() - t0
+        print(
+            f"[audit] --job-timeout {args.audit_timeout:g}: {r.status_code} after {took:.2f} s "
+            f"({took - args.audit_timeout:+.2f} s past the limit, upload included)"
+        )
+    return 0
+
+
 def _size(text: str) -> tuple[int, int]:
     w, _, h = text.lower().partition("x")
     return int(w), int(h)
@@ -210,32 +307,16 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=120.0, help="per request, seconds")
     ap.add_argument("--time-limit", type=float, default=300.0, help="whole run, seconds")
     ap.add_argument("--max-rss-mb", type=float, default=3000.0, help="pass bound on peak RSS")
+    ap.add_argument("--audit", action="store_true", help="the hardening audit's measurements")
+    ap.add_argument("--audit-size", type=_size, default=(1990, 1990), help="WxH (1990x1990)")
+    ap.add_argument("--audit-timeout", type=float, default=3.0, help="--job-timeout (3 s)")
     args = ap.parse_args()
     if args.small > 1000 or args.large > 50 or args.clients > 200:
         ap.error("bounded on purpose: at most 1000 small, 50 large, 200 clients")
 
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "sisr", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--workers", str(args.workers), "--queue", str(args.queue), "--log-level", "warning"]
-    print("server:", " ".join(cmd[1:]))
-    server = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        start = time.monotonic()
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() - start > 60:
-                print("the server did not start", file=sys.stderr)
-                return 1
-            time.sleep(0.2)
-        print(
-            f"started in {time.monotonic() - start:.1f} s, baseline RSS "
-            f"{_peak_rss_mb(server.pid) or float('nan'):.0f} MiB"
-        )
+    if args.audit:
+        return audit(args)
+    with _server(["--workers", str(args.workers), "--queue", str(args.queue)]) as (server, base):
         deadline = time.monotonic() + args.time_limit
         small = asyncio.run(small_phase(base, args, deadline))
         report(small, args.small)
@@ -243,12 +324,6 @@ def main() -> int:
         report(large, args.large)
         metrics = httpx.get(f"{base}/metrics", timeout=10).text
         peak = _peak_rss_mb(server.pid)
-    finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
     failures = [m for m in metrics.splitlines() if m.startswith("sisr_job_failures_total{")]
     print(f"\nserver peak RSS {peak if peak is not None else float('nan'):.0f} MiB (VmHWM)")

@@ -100,17 +100,57 @@ def make_sisr(name: str, scale: int, device: str, variant: str) -> Any:
     return up.upscale
 
 
-def make_opencv(arch: str, scale: int) -> Any:
-    import cv2
+def dnn_superres(arch: str, scale: int) -> tuple[Any | None, str]:
+    """OpenCV's dnn_superres model ``arch`` x``scale``, read and run once on a tiny image,
+    or None and why not (no OpenCV, no contrib module, no peer file, or a file this OpenCV
+    cannot read: 5.x fails on the TensorFlow .pb graphs)."""
+    try:
+        import cv2
+    except ImportError:
+        return None, "OpenCV not installed: pip install -e '.[bench]'"
+    if not hasattr(cv2, "dnn_superres"):
+        return None, f"OpenCV {cv2.__version__} has no dnn_superres (needs opencv-contrib)"
+    pb = peers_dir() / OPENCV_MODELS[arch].format(s=scale)
+    if not pb.is_file():
+        return None, f"{arch} x{scale}: no such file {pb}"
+    try:
+        sr = cv2.dnn_superres.DnnSuperResImpl_create()
+        sr.readModel(str(pb))
+        sr.setModel(arch, scale)
+        sr.upsample(np.zeros((8, 8, 3), np.uint8))  # some failures only show when run
+    except cv2.error as exc:
+        why = " ".join(str(exc).split())[:300]
+        return None, f"OpenCV {cv2.__version__} cannot use {pb.name}: {why}"
+    return sr, ""
 
-    sr = cv2.dnn_superres.DnnSuperResImpl_create()
-    sr.readModel(str(peers_dir() / OPENCV_MODELS[arch].format(s=scale)))
-    sr.setModel(arch, scale)
+
+def unavailable(why: str) -> None:
+    print(f"opencv dnn_superres: unavailable ({why})", file=sys.stderr)
+
+
+def make_opencv(arch: str, scale: int) -> Any:
+    sr, why = dnn_superres(arch, scale)
+    if sr is None:
+        raise RuntimeError(f"opencv dnn_superres: unavailable ({why})")
 
     def run(rgb: np.ndarray) -> np.ndarray:
         return sr.upsample(rgb[..., ::-1].copy())[..., ::-1]
 
     return run
+
+
+def opencv_specs(scales: list[int]) -> list[dict[str, Any]]:
+    """Benchmark specs of the OpenCV peers usable here; a line for each one that is not
+    (the run goes on without it)."""
+    specs = []
+    for s in scales:
+        for arch in OPENCV_MODELS:
+            sr, why = dnn_superres(arch, s)
+            if sr is None:
+                unavailable(why)
+            else:
+                specs.append({"engine": "opencv", "arch": arch, "scale": s, "device": "cpu"})
+    return specs
 
 
 def make_engine(spec: dict[str, Any]) -> Any:
@@ -303,17 +343,9 @@ def end_to_end(folder: Path, n_files: int, model: str, rounds: int) -> dict[str,
         shutil.copy(f, src / f.name)
     images = [read_native(f) for f in sorted(src.iterdir())]
     out_mpx = sum(im.meta.width * im.meta.height * s * s for im in images) / 1e6
-    cv_sr = None
-    pb = peers_dir() / f"ESPCN_x{s}.pb"
-    try:
-        import cv2
-
-        if pb.is_file():
-            cv_sr = cv2.dnn_superres.DnnSuperResImpl_create()
-            cv_sr.readModel(str(pb))
-            cv_sr.setModel("espcn", s)
-    except ImportError:
-        print("OpenCV not installed: no OpenCV loop (pip install -e '.[bench]')", file=sys.stderr)
+    cv_sr, why = dnn_superres("espcn", s)
+    if cv_sr is None:
+        unavailable(why)
 
     def model_only() -> None:
         for im in images:
@@ -328,6 +360,8 @@ def end_to_end(folder: Path, n_files: int, model: str, rounds: int) -> dict[str,
         return go
 
     def opencv_loop() -> None:
+        import cv2
+
         out = tmp / "cv"
         out.mkdir(exist_ok=True)
         for f in sorted(src.iterdir()):
@@ -455,9 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, scale in shipped:
             if scale == s and "-x" not in name:
                 specs.append({"engine": "sisr", "name": name, "scale": s, "device": "cpu"})
-        for arch in OPENCV_MODELS:
-            if (peers_dir() / OPENCV_MODELS[arch].format(s=s)).is_file():
-                specs.append({"engine": "opencv", "arch": arch, "scale": s, "device": "cpu"})
+        specs += opencv_specs([s])
     timed = list(specs)
     if torch.cuda.is_available() and not args.no_cuda:
         timed += [{**x, "device": "cuda"} for x in specs if x["engine"] == "sisr"]

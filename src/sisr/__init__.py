@@ -15,13 +15,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def load(name_or_path: str, **kwargs: Any) -> Upscaler:
-    """Load a model by preset/weights name or safetensors path, ready to upscale.
+    """Load a model by preset/weights name or safetensors path (or a ``.pt`` / ``.pt2``
+    graph written by ``sisr export``), ready to upscale.
 
     See :class:`sisr.infer.Upscaler`. The underlying ``nn.Module`` is ``.model``.
     """
+    from sisr.export.graphs import graph_upscaler
     from sisr.infer import Upscaler
 
-    return Upscaler.from_name(name_or_path, **kwargs)
+    up = graph_upscaler(name_or_path, **kwargs)
+    return up if up is not None else Upscaler.from_name(name_or_path, **kwargs)
 
 
 __all__ = ["__version__", "load"]

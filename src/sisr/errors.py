@@ -35,3 +35,15 @@ class ConfigError(SisrError):
 
 class DownloadError(SisrError):
     """A download failed or its checksum did not match."""
+
+
+class StorageError(SisrError):
+    """Not enough disk space (or memory) for a working buffer; the message names the folder."""
+
+
+def printable(text: str) -> str:
+    """``text`` with every control or otherwise unprintable character escaped (``\\n``,
+    ``\\x1b``, ...): a file name must not break a one-line message or drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,10 +31,12 @@ def _one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def zoo() -> dict:
-    """The output of ``sisr models --json`` (collected once: it walks the whole zoo)."""
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The output of ``sisr models --json`` (collected once: it walks the whole zoo),
+    computed afresh: an empty cache folder."""
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
+        mp.setenv("SISR_CACHE", str(tmp_path_factory.mktemp("cache")))
         assert main(["models", "--json"]) == 0
     return json.loads(out.getvalue())
 
@@ -149,3 +154,90 @@ def test_models_scan_reports_every_file(tmp_path, capsys) -> None:  # type: igno
     rows = {r["file"].rsplit("/", 1)[-1]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["a.pth"]["params"] > 0 and rows["v.pt"]["scale"] is None
     assert rows["broken.pth"]["loads"] is False
+
+
+def _seed_cache(zoo: dict, cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The figures of ``zoo`` stored where a listing with ``SISR_CACHE=cache`` looks."""
+    monkeypatch.setenv("SISR_CACHE", str(cache))
+    figures = {
+        **zoo,
+        "presets": [
+            {k: v for k, v in p.items() if k not in ("weights", "shipped_weights")}
+            for p in zoo["presets"]
+        ],
+    }
+    path = models_cli._cache_path()
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(figures))
+    return path
+
+
+def _run_sisr(args: list[str], cache: Path, code: str = "") -> subprocess.Popen[str]:
+    env = {**os.environ, "SISR_CACHE": str(cache)}
+    cmd = [sys.executable, "-c", f"{code}from sisr.cli.main import main; main({args!r})"]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_listing_from_the_cache_imports_neither_torch_nor_networks(
+    zoo: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _seed_cache(zoo, tmp_path, monkeypatch)
+    probe = "import atexit, sys; atexit.register(lambda: print('torch' in sys.modules));"
+    out, err = _run_sisr(["models", "--json"], tmp_path, probe).communicate(timeout=120)
+    body, _, flag = out.rstrip().rpartition("\n")
+    assert json.loads(body) == zoo and flag == "False", err
+
+
+def test_cache_follows_the_code(zoo: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _seed_cache(zoo, tmp_path, monkeypatch)
+    fresh = {"reference_scales": [2, 4], "presets": [], "discriminators": []}
+    monkeypatch.setattr(models_cli, "_compute_figures", lambda: fresh)
+    assert models_cli.collect() == zoo  # same code: the cache
+    monkeypatch.setattr(models_cli, "figures_key", lambda: "changed")
+    assert models_cli.collect() == fresh  # other code: computed and stored
+    assert json.loads(models_cli._cache_path().read_text()) == fresh
+    path.write_text("{damaged")
+    monkeypatch.setattr(models_cli, "figures_key", lambda: path.stem)
+    assert models_cli.collect() == fresh
+    assert models_cli.figures_key() != "changed"  # the real key is a hash of the sources
+
+
+@pytest.mark.parametrize("args", [["models", "--json"], ["models", "--catalog"]])
+def test_closed_stdout_ends_quietly(
+    zoo: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    """``sisr models --json | head``: the reader leaves early; no BrokenPipeError traceback."""
+    _seed_cache(zoo, tmp_path, monkeypatch)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sisr", *args],
+        env={**os.environ, "SISR_CACHE": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # before the command writes anything
+    err = proc.stderr.read() if proc.stderr else ""
+    assert proc.wait(timeout=120) == 141
+    assert err == ""
+
+
+def test_scan_says_what_is_wrong_with_each_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "text.pth").write_bytes(b"hello world\n" * 10)
+    (tmp_path / "empty.pth").write_bytes(b"")
+    torch.save({"w": torch.zeros(64)}, tmp_path / "cut.pth")
+    data = (tmp_path / "cut.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    torch.save({"epoch": 3}, tmp_path / "plain.pth")
+    (tmp_path / "memo.pth").write_bytes(b"\x80\x02h\xf5." + bytes(20))  # a junk memo ref
+    assert main(["models", "--scan", str(tmp_path)]) == 0
+    lines = dict(
+        ln.split(": does not load: ", 1) for ln in capsys.readouterr().out.splitlines()[:-1]
+    )
+    assert "starts with b'hello wo'" in lines["text.pth"]
+    assert "the file is empty" in lines["empty.pth"]
+    assert "truncated or damaged zip archive" in lines["cut.pth"]
+    assert "no tensors found" in lines["plain.pth"]
+    assert "memo entry 245 missing" in lines["memo.pth"]

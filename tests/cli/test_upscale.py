@@ -294,3 +294,21 @@ def test_torchrun_shards_files_across_two_processes(tmp_path: Path, weights: Pat
         str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.png")
     ) == sorted(names)
     assert "rank 0/2: 3 done" in res.stderr and "rank 1/2: 2 done" in res.stderr
+
+
+@pytest.mark.parametrize("suffix", ["/../../escaped", "/x", "_a/b", "..\n", "_\x1b[2J"])
+def test_suffix_cannot_steer_writes_outside_the_output_folder(
+    tmp_path: Path, weights: Path, suffix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in" / "deep"
+    src.mkdir(parents=True)
+    Image.fromarray(rand((6, 7, 3), np.uint8)).save(src / "im.png")
+    victim = tmp_path / "in" / "escaped.png"  # where "im/../../escaped.png" under out/ lands
+    victim.write_bytes(b"keep me")
+    out = tmp_path / "in" / "out"
+    assert run(weights, "-i", str(src), "-o", f"{out}/", "--suffix", suffix) == 2
+    err = capsys.readouterr().err
+    assert "--suffix" in err and "plain part of a file name" in err
+    assert victim.read_bytes() == b"keep me"
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["escaped.png", "im.png"]

@@ -149,3 +149,28 @@ def test_bicubic_reproduces_published(bicubic_tables: dict, dataset: str, scale:
     record = bicubic_tables[(dataset, scale)]
     assert len(record["images"]) == {"Set5": 5, "Set14": 14, "B100": 100}[dataset]
     assert abs(record["psnr_y"] - PUBLISHED[dataset][scale]) <= TOLERANCE[dataset], record["psnr_y"]
+
+
+def test_save_images_gives_every_model_its_own_folder(folder: Path, tmp_path: Path) -> None:
+    """Issue 20, item 12: `runs/*/model.safetensors` used to share DIR/model/ and overwrite
+    each other's images; clashing stems now take their parent folders."""
+    from sisr.cli.eval import image_folders
+
+    paths = []
+    for i, name in enumerate(("a", "b")):
+        torch.manual_seed(i)
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        paths.append(tmp_path / "runs" / name / "model.safetensors")
+        save_weights(build("espcn", 2, features=(8, 4)), paths[-1])
+    saved = tmp_path / "sr"
+    argv = ["eval", "-d", str(folder), "--device", "cpu", "-q", "--no-ssim"]
+    assert main([*argv, "-m", *map(str, paths), "--save-images", str(saved)]) == 0
+    a = np.asarray(Image.open(saved / "a_model" / "tiny" / "x2" / "a.png"))
+    b = np.asarray(Image.open(saved / "b_model" / "tiny" / "x2" / "a.png"))
+    assert not np.array_equal(a, b)  # two models, two results, nothing overwritten
+    assert image_folders(["x/m.safetensors", "y/m.safetensors", "m", "m"]) == [
+        "x_m",
+        "y_m",
+        "m",
+        "m-2",
+    ]

@@ -136,3 +136,14 @@ def test_cache_dir_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert cache_dir() == tmp_path
     monkeypatch.delenv("SISR_CACHE")
     assert cache_dir() == Path.home() / ".cache" / "sisr"
+
+
+def test_offline_setting_stops_every_network_download(
+    server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SISR_OFFLINE is honoured by fetch() itself, so no caller can forget it."""
+    _Handler.hits.clear()
+    monkeypatch.setenv("SISR_OFFLINE", "1")
+    with pytest.raises(DownloadError, match="offline \\(SISR_OFFLINE is set\\)"):
+        fetch(f"{server}/good.bin", DIGEST, cache_dir=tmp_path, progress=False)
+    assert not any(tmp_path.iterdir()) and not _Handler.hits

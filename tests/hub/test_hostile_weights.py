@@ -110,6 +110,8 @@ def test_hparam_ranges() -> None:
         {"x": float("nan")},
         {"x": [[[[[1]]]]]},
         {"x": object()},
+        {"scale": 1000},  # in the integer range, but the output size grows with it
+        {"scale": 0},
     ):
         with pytest.raises(WeightsError, match=r"^f: hparam"):
             check_hparam_ranges(bad, source="f")

@@ -111,7 +111,11 @@ def test_help_documents_the_output_rule(capsys: pytest.CaptureFixture[str]) -> N
 
     with pytest.raises(SystemExit):
         main(["upscale", "--help"])
-    assert "ending in / is a folder" in " ".join(capsys.readouterr().out.split())
+    text = " ".join(capsys.readouterr().out.split())
+    assert "ending in / is a folder" in text
+    # Issue 20, item 12: what auto precision really picks (resolve_precision).
+    assert "auto: on CPU, bf16 where the CPU has native bf16" in text
+    assert "fp32 on CPU," not in text
 
 
 # ----------------------------------------------------------------- 7: writable before work

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import struct
 import warnings
 import zlib
@@ -39,7 +40,10 @@ def _ints(x: np.ndarray, bits: int) -> np.ndarray:
     return np.floor(x.astype(np.float64) * (2**bits - 1) + 0.5).astype(np.int64)
 
 
+@functools.cache
 def _srgb_icc() -> bytes:
+    # Made once: a profile's header holds its creation time, so two calls a second apart
+    # differ and comparisons between them would fail at random.
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
@@ -189,6 +193,66 @@ def test_icc_profile_preserved(tmp_path: Path, suffix: str, bits: int) -> None:
     write_image(out, img.rgb, meta=img.meta, bit_depth=bits)
     assert read_image(out).meta.icc_profile == icc
     assert Image.open(out).info.get("icc_profile") == icc
+
+
+def _huge_icc(nbytes: int) -> bytes:
+    """An RGB profile padded with incompressible bytes to ``nbytes`` (size field updated)."""
+    prof = bytearray(_srgb_icc())
+    prof += np.random.default_rng(3).integers(0, 256, nbytes - len(prof), np.uint8).tobytes()
+    prof[0:4] = struct.pack(">I", len(prof))
+    return bytes(prof)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "bits", "kept"),
+    [(".png", 8, False), (".png", 16, False), (".jpg", 8, True), (".tif", 8, True)],
+)
+def test_every_written_file_reads_back_with_a_huge_icc_profile(
+    tmp_path: Path, suffix: str, bits: int, kept: bool
+) -> None:
+    """A 1.5 MB profile (as some scanners and print workflows embed) from a TIFF: PNG
+    readers refuse an iCCP that inflates past 1 MiB, so PNG output drops it, saying so."""
+    from sisr.io.image import read_native, write_pixels
+
+    icc = _huge_icc(1_500_000)
+    src = tmp_path / "scan.tif"
+    Image.fromarray(_u8((8, 8, 3))).save(src, icc_profile=icc)
+    img = read_image(src)
+    assert img.meta.icc_profile == icc
+    out = tmp_path / f"out{suffix}"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write_image(out, img.rgb, meta=img.meta, bit_depth=bits)
+    said = [str(w.message) for w in caught]
+    assert any("ICC profile of 1500000 bytes dropped" in m and str(out) in m for m in said) != kept
+    with Image.open(out) as im:  # Pillow with its default limits
+        im.load()
+        assert (im.info.get("icc_profile") == icc) == kept
+    assert (read_image(out).meta.icc_profile == icc) == kept
+    native = read_native(src)
+    out2 = tmp_path / f"pixels{suffix}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        write_pixels(out2, native.color, meta=native.meta)
+    assert (read_native(out2).meta.icc_profile == icc) == kept
+
+
+def test_a_written_file_that_does_not_read_back_is_never_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The safety net behind the limits: whatever the cause, an unreadable result is an
+    error and nothing stays under the final name."""
+    monkeypatch.setattr(write_mod, "_ICC_LIMIT", {})  # pretend we did not know PNG's limit
+    img = read_image(_write_tiff_with_icc(tmp_path, _huge_icc(1_500_000)))
+    with pytest.raises(ImageError, match="does not read back"):
+        write_image(tmp_path / "o.png", img.rgb, meta=img.meta)
+    assert _only(tmp_path) == ["scan.tif"]
+
+
+def _write_tiff_with_icc(folder: Path, icc: bytes) -> Path:
+    src = folder / "scan.tif"
+    Image.fromarray(_u8((8, 8, 3))).save(src, icc_profile=icc)
+    return src
 
 
 def test_icc_profile_dropped_when_colour_space_differs(tmp_path: Path) -> None:

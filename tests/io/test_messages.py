@@ -106,3 +106,66 @@ def test_compare_figure_from_the_readme_is_ignored() -> None:
         pytest.skip("not a git checkout")
     res = subprocess.run(["git", "check-ignore", "-q", "fig.png"], cwd=root, check=False)
     assert res.returncode == 0
+
+
+def _jpeg_with_bad_exif(path: Path) -> Path:
+    """A JPEG whose EXIF has a tag pointing past its end: Pillow warns while parsing it."""
+    ifd = struct.pack("<2sHI", b"II", 42, 8) + struct.pack("<H", 1)
+    ifd += struct.pack("<HHII", 0x010E, 2, 100, 1000) + struct.pack("<I", 0)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path, exif=b"Exif\0\0" + ifd)
+    return path
+
+
+def test_library_warnings_name_the_image_not_the_library(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 20, item 11: one line per warning naming the image; in a batch, every image."""
+    from sisr.cli.main import main
+
+    for name in ("a.jpg", "b.jpg"):
+        _jpeg_with_bad_exif(tmp_path / name)
+    code = main(
+        ["upscale", "-q", "-n", "bicubic", "-s", "2", "-i", str(tmp_path), "-o", f"{tmp_path}/o/"]
+    )
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "site-packages" not in err and "PIL" not in err and "UserWarning" not in err
+    for name in ("a.jpg", "b.jpg"):
+        assert f"sisr upscale: warning: {tmp_path / name}: Tag data larger than file" in err
+    assert all(line.startswith("sisr upscale: ") for line in err.splitlines())
+
+
+def test_file_names_with_control_characters_are_printed_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A name with a newline or a terminal escape cannot split a message or drive the
+    terminal: every line the CLI prints shows it escaped."""
+    from sisr.cli.main import main
+
+    odd = "x\nfailed: forged\x1b[2J.png"
+    (tmp_path / odd).write_bytes(b"not an image")
+    write_uint8(tmp_path / "ok.png", np.zeros((4, 4, 3), np.uint8))
+    code = main(
+        ["upscale", "-q", "-n", "bicubic", "-s", "2", "-i", str(tmp_path), "-o", f"{tmp_path}/o/"]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "\x1b" not in err and "\nfailed: forged" not in err
+    assert "x\\nfailed: forged\\x1b[2J.png" in err
+    code = main(
+        [
+            "upscale",
+            "-q",
+            "-n",
+            "bicubic",
+            "-s",
+            "2",
+            "-i",
+            str(tmp_path / odd),
+            "-o",
+            str(tmp_path / "single.png"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert "\x1b" not in err
+    assert [line.split(":")[0] for line in err.splitlines()] == ["failed", "sisr upscale"]

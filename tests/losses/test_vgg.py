@@ -322,6 +322,28 @@ def test_download_hash_mismatch_caches_nothing(
     assert not folder.exists() or not any(folder.iterdir())  # no file, no temporary left
 
 
+def test_offline_means_no_download_attempt(
+    served: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20, item 11: SISR_OFFLINE=1 stops the VGG download too (the server here has the
+    file, so only the setting can stop it); a file already in the cache is still used."""
+    base, root = served
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SISR_CACHE", str(cache))
+    src, _ = _publish(root, base, "vgg16", seed=6)
+    monkeypatch.setitem(vgg_mod.VGG_WEIGHTS, "vgg16", src)
+    monkeypatch.setenv("SISR_OFFLINE", "1")
+    with pytest.raises(WeightsError, match="offline: SISR_OFFLINE is set") as info:
+        resolve_vgg_weights("vgg16", progress=False)
+    assert src.url in str(info.value)
+    assert not (cache / "weights").exists() or not any((cache / "weights").iterdir())
+    monkeypatch.setenv("SISR_OFFLINE", "0")
+    path = resolve_vgg_weights("vgg16", progress=False)
+    monkeypatch.setenv("SISR_OFFLINE", "yes")
+    (root / src.filename).unlink()
+    assert resolve_vgg_weights("vgg16", progress=False) == path
+
+
 def test_missing_weights_message_names_the_exact_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

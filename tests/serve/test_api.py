@@ -423,6 +423,7 @@ def test_cli_warns_for_public_host_without_token(
     import uvicorn
 
     import sisr.serve.app as serve_app
+    import sisr.serve.config as serve_config
 
     calls: list[dict[str, Any]] = []
 
@@ -432,6 +433,8 @@ def test_cli_warns_for_public_host_without_token(
 
     monkeypatch.setattr(uvicorn, "run", fake_run)
     monkeypatch.setattr(serve_app, "Catalog", lambda *a, **k: catalog)
+    # whether these ports are free here is beside the point (tests/serve/test_hardening.py)
+    monkeypatch.setattr(serve_config, "check_listen", lambda *a: None)
     assert cli_main(["serve", "--host", "0.0.0.0", "--port", "8123"]) == 0
     assert "without --token" in capsys.readouterr().err
     assert calls[-1]["host"] == "0.0.0.0" and calls[-1]["port"] == 8123

@@ -49,7 +49,11 @@ def server() -> Iterator[str]:
     128 pixels: the sample image is a few progress steps)."""
     from sisr.serve import ServeConfig, create_app
 
-    cfg = ServeConfig(models=(default_model(),), device="cpu", tile=128)
+    # The README's screenshot shows what a user gets: the built-in default family first.
+    shot = os.environ.get("SISR_SCREENSHOT")
+    cfg = ServeConfig(
+        models=("default", default_model()) if shot else (default_model(),), device="cpu", tile=128
+    )
     app = create_app(cfg)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

@@ -140,6 +140,29 @@ def test_expand_path(monkeypatch: pytest.MonkeyPatch) -> None:
         expand_path("${SISR_TEST_ROOT}/train", "data.train[0]")
 
 
+def test_unset_sisr_data_is_found_where_eval_finds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20, item 12: `sisr train` and `sisr eval` agree on where the data is."""
+    from sisr.data.benchmarks import data_root_candidates
+
+    work = tmp_path / "repo"
+    work.mkdir()
+    (tmp_path / "shared" / "data" / "train").mkdir(parents=True)
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("SISR_DATA", raising=False)
+    root = (tmp_path / "shared" / "data").resolve()
+    assert data_root_candidates()[0] == root
+    assert expand_path("${SISR_DATA}/train/T91", "data.train[0]") == root / "train" / "T91"
+    assert expand_path("$SISR_DATA/x", "k") == root / "x"
+    monkeypatch.setenv("SISR_DATA", str(tmp_path / "elsewhere"))
+    assert expand_path("${SISR_DATA}/x", "k") == tmp_path / "elsewhere" / "x"
+    monkeypatch.delenv("SISR_DATA")
+    monkeypatch.setattr("sisr.data.benchmarks.data_root_candidates", lambda: [tmp_path / "nowhere"])
+    with pytest.raises(ConfigError, match=r"data.train\[0\]: .* uses SISR_DATA, which is not set"):
+        expand_path("${SISR_DATA}/train", "data.train[0]")
+
+
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_recipes_are_valid(path: Path) -> None:
     r = load_recipe(path)

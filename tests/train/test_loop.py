@@ -306,3 +306,17 @@ def test_div2k_layout_trains_on_its_paired_lr(
     assert lr.shape == (4, 3, 8, 8) and hr.shape == (4, 3, 16, 16)
     assert float(lr.abs().max()) == 0.0  # the LR came from the (black) DIV2K LR files
     assert float(hr.max()) > 0.0
+
+
+def test_first_progress_line_comes_within_seconds_not_after_the_interval(
+    make_recipe: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20, item 12: with log.interval 100 a CPU run used to be silent for minutes; the
+    first line now comes once FIRST_LINE_SECONDS have passed (0 here), then every interval."""
+    monkeypatch.setattr("sisr.train.loop.FIRST_LINE_SECONDS", 0.0)
+    recipe = make_recipe(iterations=7, log={"interval": 3}, val={"datasets": []})
+    train(load_recipe(recipe), tmp_path / "run")
+    assert sorted(_losses(tmp_path / "run" / "train.log")) == [1, 3, 6, 7]
+    monkeypatch.setattr("sisr.train.loop.FIRST_LINE_SECONDS", 1e9)
+    train(load_recipe(recipe), tmp_path / "run2")
+    assert sorted(_losses(tmp_path / "run2" / "train.log")) == [3, 6, 7]

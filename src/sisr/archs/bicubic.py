@@ -10,16 +10,22 @@ from sisr.archs._common import STANDARD_SCALES, bicubic_radius, bicubic_upsample
 from sisr.archs.base import ArchInfo, SRModel
 from sisr.errors import ConfigError
 
+# Largest scale: x16 already turns a 1000 px image into 16000 px; beyond, the output of
+# any real input would not fit in memory (a file asking for x1000 wants 12 GB for 24x32).
+MAX_SCALE = 16
+
 
 class Bicubic(SRModel):
-    """MATLAB ``imresize(x, s, 'bicubic')``; no parameters. Any integer scale >= 1."""
+    """MATLAB ``imresize(x, s, 'bicubic')``; no parameters. Integer scale 1 to ``MAX_SCALE``."""
 
     arch_id = "bicubic"
 
     def __init__(self, scale: int = 4) -> None:
         super().__init__()
-        if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
-            raise ConfigError(f"bicubic: scale must be a positive integer, got {scale!r}")
+        if isinstance(scale, bool) or not isinstance(scale, int) or not 1 <= scale <= MAX_SCALE:
+            raise ConfigError(
+                f"bicubic: scale must be an integer from 1 to {MAX_SCALE}, got {scale!r}"
+            )
         self.scale = scale
         self.hparams = {"scale": scale}
 
@@ -43,4 +49,4 @@ def bicubic(*, scale: int, **overrides: Any) -> Bicubic:
     return Bicubic(scale=scale, **overrides)
 
 
-__all__ = ["Bicubic", "bicubic"]
+__all__ = ["MAX_SCALE", "Bicubic", "bicubic"]

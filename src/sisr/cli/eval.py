@@ -54,7 +54,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--save-images",
         metavar="DIR",
-        help="save SR outputs as DIR/<model>/<set>/x<scale>/<image>.png",
+        help=(
+            "save SR outputs as DIR/<model>/<set>/x<scale>/<image>.png; <model> is the file "
+            "stem, with parent folders where stems clash (runs/a/model.safetensors -> a_model)"
+        ),
     )
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     p.add_argument(
@@ -90,12 +93,35 @@ def _check_writable(flag: str, path: str | None, folder: bool = False) -> None:
         raise ConfigError(f"{flag} {path}: cannot create a file there ({parent} is not writable)")
 
 
-def _safe_label(label: str) -> str:
-    """A model label usable as one folder name."""
+def _safe_label(label: str, parents: int = 0) -> str:
+    """A model label usable as one folder name: a file's stem, after ``parents`` of its
+    folders (``runs/a/model.safetensors``, 1 -> ``a_model``)."""
     path = Path(label)
     if path.suffix == ".safetensors" or len(path.parts) > 1:
-        label = path.stem
-    return re.sub(r"[^A-Za-z0-9._+-]+", "_", label) or "model"
+        parts = [p for p in path.parent.parts if p not in ("/", ".", "..")]
+        label = "_".join([*parts[max(0, len(parts) - parents) :][:parents], path.stem])
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", label).strip("_.") or "model"
+
+
+def image_folders(labels: list[str]) -> list[str]:
+    """One distinct folder name per model for ``--save-images``: the file stem, with as
+    many parent folders as it takes to tell clashing stems apart (every
+    ``runs/*/model.safetensors`` would otherwise overwrite the last), then a number."""
+    names = [_safe_label(label) for label in labels]
+    depth = 0
+    while len(set(names)) < len(names) and depth < 8:
+        depth += 1
+        clashing = {n for n in names if names.count(n) > 1}
+        names = [
+            _safe_label(label, depth) if name in clashing else name
+            for label, name in zip(labels, names, strict=True)
+        ]
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return out
 
 
 def _load_models(
@@ -153,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
     device = _device(args.device)
     models = _load_models(args.model, device, args.scale)
     plan = [(label, m, _scales_for(m, args.scale)) for label, m in models]
+    folders = image_folders([label for label, _, _ in plan])
     results: dict[tuple[int, int, int], EvalResult] = {}
     total = sum(len(scales) for _, _, scales in plan) * len(args.data)
     done = 0
@@ -175,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
                     pairs_cache[scale] = make_pairs(images, scale)
                 save = None
                 if args.save_images:
-                    save = Path(args.save_images) / _safe_label(label) / set_name / f"x{scale}"
+                    save = Path(args.save_images) / folders[mi] / set_name / f"x{scale}"
                 result = evaluate(
                     model,
                     pairs_cache[scale],

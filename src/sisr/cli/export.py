@@ -4,7 +4,9 @@
 The ONNX file takes ``input`` (N, 3, H, W) float32 RGB in [0, 1] and gives ``output``
 (N, 3, sH, sW) in the same layout (unclamped); height and width are dynamic unless
 ``--static``. The weights' metadata is stored as ``sisr.*`` model properties. Every file
-is checked against PyTorch before it is written.
+is checked against PyTorch before it is written; ``-o`` is checked before any of that (its
+folder must exist and take files, it must not be a folder), and the file appears whole or
+not at all.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ _BY_SUFFIX = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".pt2
 def run(args: argparse.Namespace) -> int:
     from sisr.errors import ConfigError
     from sisr.export import export_onnx, export_program, export_torchscript, load_for_export
+    from sisr.export.destination import check_destination
 
     out = Path(args.output)
     fmt = args.format or _BY_SUFFIX.get(out.suffix.lower(), "onnx")
@@ -80,13 +83,15 @@ def run(args: argparse.Namespace) -> int:
     if args.int8 is not None and not 1 <= args.int8_patches <= 10_000:
         raise ConfigError(f"--int8-patches must be in 1..10000, got {args.int8_patches}")
     static = tuple(args.static) if args.static else None
+    check_destination(out)  # a bad -o fails now, not after the export
+    images = _int8_images(args.int8) if args.int8 is not None else []
     model, meta = load_for_export(args.model, args.scale)
     if fmt == "onnx":
         from sisr.export.onnx_export import DEFAULT_OPSET
 
         opset = DEFAULT_OPSET if args.opset is None else args.opset
         if args.int8 is not None:
-            report = _export_int8(model, meta, out, args.int8, args.int8_patches, opset, static)
+            report = _export_int8(model, meta, out, images, args.int8_patches, opset, static)
         else:
             report = export_onnx(model, out, meta=meta, opset=opset, fp16=args.fp16, static=static)
     elif fmt == "torchscript":
@@ -117,11 +122,23 @@ def run(args: argparse.Namespace) -> int:
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
+def _int8_images(folder: Path) -> list[Path]:
+    """The training images of ``--int8 DIR`` (checked before the model is loaded)."""
+    from sisr.errors import ConfigError
+
+    if not folder.is_dir():
+        raise ConfigError(f"--int8 {folder}: not a folder of training images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+    if len(files) < 2:
+        raise ConfigError(f"--int8 {folder}: needs at least two images, found {len(files)}")
+    return files
+
+
 def _export_int8(
     model: Any,
     meta: dict,
     out: Path,
-    folder: Path,
+    files: list[Path],
     n_patches: int,
     opset: int,
     static: tuple[int, ...] | None,
@@ -134,11 +151,6 @@ def _export_int8(
     from sisr.export import export_onnx
     from sisr.export.quantize import quantize_int8, training_patches
 
-    if not folder.is_dir():
-        raise ConfigError(f"--int8 {folder}: not a folder of training images")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-    if len(files) < 2:
-        raise ConfigError(f"--int8 {folder}: needs at least two images, found {len(files)}")
     scale = int(meta["scale"])
     # disjoint halves: the layer choice is judged on images the calibration did not see
     calib = training_patches(files[0::2], scale, n_patches, seed=0)
@@ -149,8 +161,8 @@ def _export_int8(
         q = quantize_int8(fp32, out, calib=calib, val=val, scale=scale)
     if not q.quantized:
         raise ConfigError(
-            f"--int8: no convolution can be quantised within {q.budget_db} dB on {folder}; "
-            "nothing written"
+            f"--int8: no convolution can be quantised within {q.budget_db} dB on "
+            f"{files[0].parent}; nothing written"
         )
     report["int8"] = q.to_dict()
     report["bytes"] = out.stat().st_size

@@ -9,11 +9,15 @@ stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from sisr import __version__
+from sisr.cli.messages import error_line, install_warning_format
 from sisr.errors import SisrError
 
 # Explicit list (no discovery): module names under sisr.cli.
@@ -39,20 +43,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_gone() -> int:
+    """The reader of stdout went away (``sisr models --json | head``): stop quietly with
+    the status of a command killed by SIGPIPE. Python would print a traceback, and another
+    when it flushes stdout at exit, unless stdout now points at /dev/null."""
+    with contextlib.suppress(OSError, ValueError):  # no real descriptor (in-process capture)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return 128 + 13  # SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except SisrError as exc:
-        print(f"sisr {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"sisr {args.command}: interrupted", file=sys.stderr)
-        return 130
+    # Restored on return: main() is also called in-process (tests, notebooks).
+    with warnings.catch_warnings():
+        install_warning_format(args.command)
+        try:
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()  # a reader gone (| head) shows here, not at interpreter exit
+            return code
+        except BrokenPipeError:
+            return _stdout_gone()
+        except SisrError as exc:
+            print(error_line(args.command, exc), file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"sisr {args.command}: interrupted", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

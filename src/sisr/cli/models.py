@@ -1,9 +1,18 @@
-"""``sisr models [--json]``: the zoo at a glance (presets, sizes, cost, named weights)."""
+"""``sisr models [--json]``: the zoo at a glance (presets, sizes, cost, named weights).
+
+Counting parameters and MACs builds every preset and traces it (about 10 s); the figures
+only change with the code, so they are cached in ``cache_dir()/zoo/KEY.json``, KEY being a
+hash of the sources that decide them (``sisr/archs``, ``sisr/degrade``, this file) and of
+the torch version. A listing from the cache imports neither torch nor the networks.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,8 +54,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _build_shapes(name: str, scale: int) -> SRModel:
     """Build a preset on the meta device (no memory, no init cost); CPU if that fails."""
-    import contextlib
-
     import torch
 
     from sisr.archs import build
@@ -88,12 +95,11 @@ def _default_scale(model: SRModel, scales: tuple[int, ...]) -> int:
     return default if isinstance(default, int) and default in scales else scales[-1]
 
 
-def describe_preset(name: str) -> dict[str, Any]:
-    """Everything ``sisr models`` reports about one preset (JSON-serialisable)."""
+def _preset_figures(name: str) -> dict[str, Any]:
+    """What ``sisr models`` computes about one preset from its code (cacheable)."""
     from sisr.archs import build
     from sisr.archs.complexity import count_inference_params, count_params
     from sisr.errors import SisrError
-    from sisr.hub import names
 
     probe: SRModel | None = None
     for scale in _PROBE_SCALES:
@@ -118,6 +124,22 @@ def describe_preset(name: str) -> dict[str, Any]:
             "macs_per_output_pixel": _macs(model),
             "receptive_radius": model.info().receptive_radius,
         }
+    return {
+        "name": name,
+        "arch": probe.arch_id,
+        "default_scale": _default_scale(probe, scales),
+        "scales": list(scales),
+        "size_multiple": info.size_multiple,
+        "half_safe": info.half_safe,
+        "paper": info.paper,
+        "by_scale": per_scale,
+    }
+
+
+def _weights_of(name: str) -> dict[str, Any]:
+    """The named weights of a preset and whether each is shipped (read at every listing)."""
+    from sisr.hub import names
+
     weights = []
     for entry in names.weights_for_preset(name):
         path = names.shipped_path(entry)
@@ -129,23 +151,15 @@ def describe_preset(name: str) -> dict[str, Any]:
                 "url": entry.url,
             }
         )
-    return {
-        "name": name,
-        "arch": probe.arch_id,
-        "default_scale": _default_scale(probe, scales),
-        "scales": list(scales),
-        "size_multiple": info.size_multiple,
-        "half_safe": info.half_safe,
-        "paper": info.paper,
-        "by_scale": per_scale,
-        "weights": weights,
-        "shipped_weights": any(w["shipped"] for w in weights),
-    }
+    return {"weights": weights, "shipped_weights": any(w["shipped"] for w in weights)}
+
+
+def describe_preset(name: str) -> dict[str, Any]:
+    """Everything ``sisr models`` reports about one preset (JSON-serialisable)."""
+    return {**_preset_figures(name), **_weights_of(name)}
 
 
 def describe_discriminator(name: str) -> dict[str, Any]:
-    import contextlib
-
     import torch
 
     from sisr.archs import DISCRIMINATORS
@@ -159,14 +173,75 @@ def describe_discriminator(name: str) -> dict[str, Any]:
     return {"name": name, "arch": model.arch_id, "params": count_params(model)}
 
 
-def collect() -> dict[str, Any]:
-    """The whole zoo: presets (sorted by name) and discriminators."""
+def _compute_figures() -> dict[str, Any]:
     from sisr.archs import DISCRIMINATORS, PRESETS
 
     return {
         "reference_scales": list(REFERENCE_SCALES),
-        "presets": [describe_preset(n) for n in sorted(PRESETS)],
+        "presets": [_preset_figures(n) for n in sorted(PRESETS)],
         "discriminators": [describe_discriminator(n) for n in sorted(DISCRIMINATORS)],
+    }
+
+
+def figures_key() -> str:
+    """Hash of everything the figures depend on: the sources and the torch version."""
+    from importlib import metadata
+
+    import sisr
+
+    root = Path(sisr.__file__).resolve().parent
+    h = hashlib.sha256()
+    h.update(f"{sisr.__version__} {REFERENCE_SCALES} {MACS_LR_SIZE}".encode())
+    try:
+        h.update(metadata.version("torch").encode())
+    except metadata.PackageNotFoundError:
+        h.update(b"torch ?")
+    sources = [Path(__file__).resolve()]
+    for folder in ("archs", "degrade"):
+        sources += sorted((root / folder).rglob("*.py"))
+    for path in sources:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:32]
+
+
+def _cache_path() -> Path:
+    from sisr.hub.download import cache_dir
+
+    return cache_dir() / "zoo" / f"{figures_key()}.json"
+
+
+def _read_cached(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(data, dict) and isinstance(data.get("presets"), list)
+    return data if ok and data.get("reference_scales") == list(REFERENCE_SCALES) else None
+
+
+def zoo_figures() -> dict[str, Any]:
+    """The computed part of the listing, from the cache when the code has not changed."""
+    from sisr.io.atomic import atomic_write_bytes
+
+    path = _cache_path()
+    cached = _read_cached(path)
+    if cached is not None:
+        return cached
+    figures = _compute_figures()
+    # A read-only cache only costs the next listing the same 10 s.
+    with contextlib.suppress(OSError):
+        atomic_write_bytes(path, json.dumps(figures).encode("utf-8"))
+    return figures
+
+
+def collect() -> dict[str, Any]:
+    """The whole zoo: presets (sorted by name) and discriminators."""
+    figures = zoo_figures()
+    return {
+        "reference_scales": figures["reference_scales"],
+        "presets": [{**p, **_weights_of(p["name"])} for p in figures["presets"]],
+        "discriminators": figures["discriminators"],
     }
 
 

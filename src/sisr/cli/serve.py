@@ -44,6 +44,13 @@ def register(subparsers: Any) -> None:
         "--workers", type=int, default=1, help="images processed at once (default 1 per device)"
     )
     p.add_argument("--queue", type=int, default=16, help="jobs that may wait (default 16)")
+    p.add_argument(
+        "--queue-bytes",
+        type=int,
+        default=None,
+        help="bytes uploads in progress and waiting jobs may hold together "
+        "(default: (workers + queue) x --max-bytes)",
+    )
     p.add_argument("--job-timeout", type=float, default=600.0, help="seconds per job (default 600)")
     p.add_argument(
         "--result-ttl",
@@ -67,8 +74,11 @@ def run(args: argparse.Namespace) -> int:
             'pip install -e ".[serve]"'
         ) from None
     from sisr.infer import parse_tile
+    from sisr.serve import config as serve_config
     from sisr.serve.config import ServeConfig, is_local_host
 
+    # Everything is checked before the server starts: inside it, a bad value would be a
+    # traceback from its startup instead of one line.
     config = ServeConfig(
         models=tuple(args.model or ("default",)),
         device=args.device,
@@ -77,10 +87,12 @@ def run(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         workers=args.workers,
         queue=args.queue,
+        queue_bytes=args.queue_bytes,
         job_timeout=args.job_timeout,
         result_ttl=args.result_ttl,
         tile=parse_tile(args.tile),
     )
+    serve_config.check_listen(args.host, args.port, args.log_level)
     if not is_local_host(args.host) and config.token is None:
         print(
             f"sisr serve: warning: listening on {args.host} without --token: anyone who can "
@@ -89,7 +101,12 @@ def run(args: argparse.Namespace) -> int:
         )
     _share_cpu_threads(config)
     app = create_app(config)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    try:
+        app.state.catalog.load_all()  # bad weights stop here, with a message
+    except BaseException:
+        app.state.manager.shutdown()
+        raise
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
     return 0
 
 

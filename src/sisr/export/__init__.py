@@ -12,13 +12,19 @@
   quantisation calibrated on training images, with the convolutions it would hurt most kept
   in float32 (chosen on held-out training patches).
 * TorchScript (``.pt``, :func:`export_torchscript`) and ``torch.export`` programs
-  (``.pt2``, :func:`export_program`), for C++ (libtorch) and ExecuTorch/AOTInductor.
+  (``.pt2``, :func:`export_program`), for C++ (libtorch) and ExecuTorch/AOTInductor. Both
+  carry the metadata as ``extra/sisr.json``, so ``sisr upscale -n FILE`` runs them
+  (:mod:`sisr.export.graphs`: only files with that metadata, checked before torch reads
+  them).
 
-Every export is checked before it is written: the graph is run at a second input size
-(dynamic exports) and compared with PyTorch, so a network whose graph bakes in its input
-size fails with :class:`ExportError` saying so, instead of producing a file that is wrong
-at other sizes. :func:`sisr.export.ort.load_onnx` runs an exported file with onnxruntime
-behind sisr's tiling (``sisr upscale --runtime onnxruntime``).
+The destination is checked before any export work and the file written atomically
+(:mod:`sisr.export.destination`). Every export is checked before it is written: the graph
+is run at a second input size (dynamic exports) and compared with PyTorch, so a network
+whose graph bakes in its input size fails with :class:`ExportError` saying so, instead of
+producing a file that is wrong at other sizes. :func:`sisr.export.ort.load_onnx` runs an
+exported file with onnxruntime behind sisr's tiling (``sisr upscale --runtime
+onnxruntime``); external data only from beside the file (:mod:`sisr.export.ort_session`).
+Fixed-size (``static``) graphs run on any image size (:mod:`sisr.export.fixed_size`).
 """
 
 from sisr.export.onnx_export import export_onnx, onnx_properties

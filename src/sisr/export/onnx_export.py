@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sisr.export.destination import check_destination, write_export
 from sisr.export.onnx_rewrite import portable_pixel_shuffle
 from sisr.export.prepare import (
     INPUT_NAME,
@@ -25,7 +26,6 @@ from sisr.export.prepare import (
     export_metadata,
     json_properties,
 )
-from sisr.io.atomic import atomic_path
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 11  # DepthToSpace CRD mode (pixel shuffle) needs 11
@@ -115,11 +115,9 @@ def onnx_properties(model_proto: Any) -> dict[str, str]:
 
 
 def _ort_runner(data: bytes) -> Any:
-    import onnxruntime as ort
+    from sisr.export.ort_session import ort_session
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    sess = ort_session(data, "the exported ONNX graph")
 
     def run(x: Tensor) -> Tensor:
         return torch.from_numpy(sess.run(None, {INPUT_NAME: x.numpy()})[0])
@@ -145,6 +143,7 @@ def export_onnx(
     writing; dynamic graphs that do not generalise raise :class:`ExportError`.
     """
     onnx = _require_onnx()
+    check_destination(path)
     if not MIN_OPSET <= int(opset) <= 23:
         raise ExportError(f"--opset must be in {MIN_OPSET}..23, got {opset}")
     if static is not None and (len(static) != 2 or min(static) < 1):
@@ -180,6 +179,8 @@ def export_onnx(
             report["verified"] = "onnxruntime CPU"
     props = json_properties(meta if meta is not None else export_metadata(model))
     props["sisr.fp16_compute"] = json.dumps(bool(fp16))
+    if static is not None:
+        props["sisr.static"] = json.dumps([int(static[0]), int(static[1])])
     del proto.metadata_props[:]
     for key, value in sorted(props.items()):
         entry = proto.metadata_props.add()
@@ -187,8 +188,7 @@ def export_onnx(
     proto.producer_name = "sisr"
     proto.doc_string = f"sisr super-resolution network; {LAYOUT}; input '{INPUT_NAME}'"
     blob = proto.SerializeToString()
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(blob)
+    write_export(path, blob)
     report["bytes"] = len(blob)
     return report
 

@@ -16,49 +16,47 @@ from torch import Tensor, nn
 
 from sisr.archs.base import ArchInfo
 from sisr.errors import ConfigError
-from sisr.export.prepare import ExportError
-
-
-def _require_ort() -> Any:
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ConfigError(
-            "--runtime onnxruntime needs onnxruntime: pip install 'sisr[onnx]'"
-        ) from None
-    return onnxruntime
+from sisr.export.fixed_size import run_fixed_size
+from sisr.export.ort_session import one_line, ort_session, read_onnx_file
+from sisr.export.prepare import ExportError, info_from_meta
 
 
 class OnnxNet(nn.Module):
     """An onnxruntime session behind the SRModel interface (``scale``, ``info()``):
     (N, 3, h, w) float32 in [0, 1] -> (N, 3, sh, sw) float32, on the CPU.
 
-    ``activation_bytes_per_pixel`` (measured on the PyTorch network at export time) lets
-    ``--tile auto`` size tiles as for PyTorch. The session is shared, not copied, by
-    ``copy.deepcopy`` (onnxruntime sessions are safe to run from several threads).
+    ``data``: model bytes (without external data, see :mod:`sisr.export.ort_session`) or
+    an ``.onnx`` path (its external data read from beside it). ``source`` names the model
+    in every error. A graph with a fixed input size (``sisr export --static``) runs on any
+    input size (:mod:`sisr.export.fixed_size`). ``activation_bytes_per_pixel`` (measured
+    on the PyTorch network at export time) lets ``--tile auto`` size tiles as for PyTorch.
+    The session is shared, not copied, by ``copy.deepcopy`` (onnxruntime sessions are safe
+    to run from several threads).
     """
 
     def __init__(
         self,
-        data: bytes | str,
+        data: bytes | str | os.PathLike[str],
         *,
         info: ArchInfo,
         scale: int,
         arch_id: str,
         activation_bytes_per_pixel: float | None = None,
         threads: int | None = None,
+        source: str | None = None,
     ) -> None:
         super().__init__()
-        ort = _require_ort()
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.intra_op_num_threads = int(threads or torch.get_num_threads())
-        opts.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime's own error types (invalid graph, ...)
-            raise ExportError(f"onnxruntime cannot load the model: {exc}") from None
-        self.input_name = self.session.get_inputs()[0].name
+        if not isinstance(data, bytes):
+            path = Path(os.fspath(data))
+            source = source or str(path)
+            data = read_onnx_file(path).SerializeToString()
+        self.source = source or "in-memory ONNX model"
+        self.session = ort_session(data, self.source, threads=threads or torch.get_num_threads())
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        dims = [d if isinstance(d, int) and d > 0 else None for d in first.shape]
+        self.fixed_batch = dims[0] if len(dims) == 4 else None
+        self.fixed_size = (dims[2], dims[3]) if len(dims) == 4 else (None, None)
         self._info = info
         self.scale = int(scale)
         self.arch_id = arch_id
@@ -67,9 +65,29 @@ class OnnxNet(nn.Module):
     def info(self) -> ArchInfo:
         return self._info
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _run(self, x: Tensor) -> Tensor:
         arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        return torch.from_numpy(self.session.run(None, {self.input_name: arr})[0])
+        try:
+            y = self.session.run(None, {self.input_name: arr})[0]
+        except Exception as exc:  # onnxruntime's own error types (shape, kernel, ...)
+            raise ExportError(
+                f"{self.source}: onnxruntime failed on input {tuple(arr.shape)} ({one_line(exc)})"
+            ) from None
+        return torch.from_numpy(y)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.fixed_batch is None and self.fixed_size == (None, None):
+            return self._run(x)
+        return run_fixed_size(
+            self._run,
+            x,
+            size=self.fixed_size,
+            batch=self.fixed_batch,
+            scale=self.scale,
+            radius=self._info.receptive_radius,
+            multiple=self._info.size_multiple,
+            source=self.source,
+        )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> OnnxNet:
         return self
@@ -77,38 +95,20 @@ class OnnxNet(nn.Module):
 
 def _props_info(props: dict[str, str], source: str) -> tuple[ArchInfo, int, str, float | None]:
     """ArchInfo, scale, arch id and activation bytes/pixel from ``sisr.*`` properties."""
-
-    def get(key: str) -> Any:
+    meta: dict[str, Any] = {}
+    for key in ("info", "scale", "activation_bytes_per_pixel"):
         if f"sisr.{key}" not in props:
+            if key == "activation_bytes_per_pixel":
+                continue
             raise ExportError(
                 f"{source}: not a sisr export (no sisr.{key} property); "
                 "export it with `sisr export`"
             )
         try:
-            return json.loads(props[f"sisr.{key}"])
+            meta[key] = json.loads(props[f"sisr.{key}"])
         except ValueError:
             raise ExportError(f"{source}: property sisr.{key} is not valid JSON") from None
-
-    raw = get("info")
-    scale = get("scale")
-    if not isinstance(raw, dict) or not isinstance(scale, int) or not 1 <= scale <= 16:
-        raise ExportError(f"{source}: bad sisr.info / sisr.scale properties")
-    try:
-        info = ArchInfo(
-            arch_id=str(raw["arch_id"]),
-            scales=tuple(int(s) for s in raw.get("scales", (scale,))),
-            receptive_radius=int(raw["receptive_radius"]),
-            size_multiple=int(raw.get("size_multiple", 1)),
-            half_safe=bool(raw.get("half_safe", True)),
-            paper=str(raw.get("paper", "")),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ExportError(f"{source}: bad sisr.info property ({exc})") from None
-    if not 0 <= info.receptive_radius <= 4096 or not 1 <= info.size_multiple <= 64:
-        raise ExportError(f"{source}: sisr.info values out of range")
-    bpp = props.get("sisr.activation_bytes_per_pixel")
-    bpp_f = float(bpp) if bpp is not None else None
-    return info, scale, info.arch_id, bpp_f
+    return info_from_meta(meta, source)
 
 
 def load_onnx(
@@ -121,16 +121,7 @@ def load_onnx(
     weights / a ``.safetensors`` file (exported in memory first)."""
     path = Path(os.fspath(name_or_path))
     if path.suffix.lower() == ".onnx":
-        try:
-            import onnx
-        except ImportError:
-            raise ConfigError("reading .onnx files needs onnx: pip install 'sisr[onnx]'") from None
-        if not path.is_file():
-            raise ExportError(f"{path}: no such ONNX file")
-        try:
-            proto = onnx.load(str(path), load_external_data=False)
-        except Exception as exc:  # protobuf decode errors
-            raise ExportError(f"{path}: not a readable ONNX file ({exc})") from None
+        proto = read_onnx_file(path)  # external data: only from beside the file
         props = {p.key: p.value for p in proto.metadata_props}
         info, s, arch, bpp = _props_info(props, str(path))
         if scale is not None and s != scale:
@@ -142,6 +133,7 @@ def load_onnx(
             arch_id=arch,
             activation_bytes_per_pixel=bpp,
             threads=threads,
+            source=str(path),
         )
     from sisr.export.onnx_export import onnx_bytes
     from sisr.export.prepare import deployable, load_for_export
@@ -156,6 +148,7 @@ def load_onnx(
         arch_id=str(meta["arch"]),
         activation_bytes_per_pixel=meta.get("activation_bytes_per_pixel"),
         threads=threads,
+        source=f"{name_or_path} (exported in memory)",
     )
 
 

@@ -86,8 +86,8 @@ def export_metadata(model: nn.Module, weights_meta: Mapping[str, Any] | None = N
 
 def _bytes_per_pixel(model: nn.Module) -> float:
     """Activation memory per LR pixel of the PyTorch network (lets other runtimes pick the
-    same automatic tile size; see :func:`sisr.infer.tiling.activation_bytes_per_pixel`)."""
-    from sisr.infer.tiling import activation_bytes_per_pixel
+    same automatic tile size; see :func:`sisr.infer.tile_size.activation_bytes_per_pixel`)."""
+    from sisr.infer.tile_size import activation_bytes_per_pixel
 
     net = deployable(model)
     mult = max(1, int(net.info().size_multiple))
@@ -100,12 +100,26 @@ def load_for_export(name_or_path: str | Path, scale: int | None = None) -> tuple
     from sisr.infer.upscaler import resolve_name
 
     name = resolve_name(name_or_path, scale)
+    _refuse_graph_file(name)
     model = load_model(name, device="cpu", scale=scale, progress=True)
     path = resolve_weights(name)
     weights_meta = read_metadata(path) if path is not None else None
     meta = export_metadata(model, weights_meta)
     meta["source"] = str(name_or_path) if path is None else Path(path).name
     return model, meta
+
+
+def _refuse_graph_file(name: str) -> None:
+    """An exported graph holds no re-exportable network: say so instead of tracing it."""
+    from sisr.export.graphs import graph_kind
+
+    kind = Path(name).is_file() and graph_kind(name)
+    if kind:
+        what = "TorchScript" if kind == "torchscript" else "torch.export (.pt2)"
+        raise ExportError(
+            f"{name}: already an exported {what} graph; export from the original weights "
+            f"(a .safetensors file or a model name), or run it as it is: sisr upscale -n {name}"
+        )
 
 
 def example_input(model: nn.Module, size: tuple[int, int] = TRACE_SIZE) -> Tensor:
@@ -163,6 +177,38 @@ def check_graph(
     return worst
 
 
+def info_from_meta(meta: Mapping[str, Any], source: str) -> tuple[Any, int, str, float | None]:
+    """ArchInfo, scale, arch id and activation bytes per pixel from an exported file's
+    sisr metadata (:func:`export_metadata`), checked: :class:`ExportError` naming
+    ``source`` when anything is missing or out of range."""
+    from sisr.archs.base import ArchInfo
+
+    raw, scale = meta.get("info"), meta.get("scale")
+    if not isinstance(raw, dict) or not isinstance(scale, int) or not 1 <= scale <= 16:
+        raise ExportError(f"{source}: bad sisr metadata (info / scale)")
+    try:
+        info = ArchInfo(
+            arch_id=str(raw["arch_id"]),
+            scales=tuple(int(s) for s in raw.get("scales", (scale,))),
+            receptive_radius=int(raw["receptive_radius"]),
+            size_multiple=int(raw.get("size_multiple", 1)),
+            half_safe=bool(raw.get("half_safe", True)),
+            paper=str(raw.get("paper", "")),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ExportError(f"{source}: bad sisr metadata: info ({exc!r})") from None
+    if not 0 <= info.receptive_radius <= 4096 or not 1 <= info.size_multiple <= 64:
+        raise ExportError(f"{source}: sisr metadata values out of range")
+    bpp = meta.get("activation_bytes_per_pixel")
+    try:
+        bpp_f = None if bpp is None else float(bpp)
+    except (TypeError, ValueError):
+        raise ExportError(f"{source}: bad sisr metadata: activation_bytes_per_pixel") from None
+    if bpp_f is not None and not 0 < bpp_f < 1e9:
+        bpp_f = None  # only a tile-size hint: measured again when missing
+    return info, scale, info.arch_id, bpp_f
+
+
 def json_properties(meta: Mapping[str, Any]) -> dict[str, str]:
     """``sisr.<key>`` -> JSON text, for formats whose metadata is a string map."""
     return {f"sisr.{k}": json.dumps(v, sort_keys=True) for k, v in meta.items()}
@@ -178,6 +224,7 @@ __all__ = [
     "deployable",
     "example_input",
     "export_metadata",
+    "info_from_meta",
     "json_properties",
     "load_for_export",
 ]

@@ -181,13 +181,13 @@ def _quantize(
 
 
 def _run(path_or_bytes: Path | bytes, patches: Sequence[Patch], threads: int) -> list[np.ndarray]:
-    import onnxruntime as ort
+    from sisr.export.ort_session import ort_session, read_onnx_file
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.intra_op_num_threads = threads
-    data = path_or_bytes.read_bytes() if isinstance(path_or_bytes, Path) else path_or_bytes
-    sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    if isinstance(path_or_bytes, Path):
+        data, source = read_onnx_file(path_or_bytes).SerializeToString(), str(path_or_bytes)
+    else:
+        data, source = path_or_bytes, "in-memory ONNX model"
+    sess = ort_session(data, source, threads=threads)
     return [sess.run(None, {INPUT_NAME: p.lr})[0] for p in patches]
 
 
@@ -207,8 +207,14 @@ def quantize_int8(
     empty."""
     import onnx
 
+    from sisr.export.destination import check_destination
+    from sisr.export.ort_session import read_onnx_file
+
     fp32 = Path(fp32_onnx)
-    convs = [n.name for n in onnx.load(str(fp32)).graph.node if n.op_type == "Conv"]
+    check_destination(out)  # before minutes of calibration
+    # read_onnx_file first: external data must lie beside the model before anything,
+    # onnxruntime's quantiser included, opens the file
+    convs = [n.name for n in read_onnx_file(fp32).graph.node if n.op_type == "Conv"]
     if not convs or any(not c for c in convs):
         raise ExportError(f"{fp32}: no named Conv nodes to quantise")
     if not calib or not val:
@@ -233,10 +239,9 @@ def quantize_int8(
             proto = onnx.load(str(trial))
             entry = proto.metadata_props.add()
             entry.key, entry.value = "sisr.int8", json.dumps(report.to_dict(), sort_keys=True)
-            from sisr.io.atomic import atomic_path
+            from sisr.export.destination import write_export
 
-            with atomic_path(out) as dst:
-                dst.write_bytes(proto.SerializeToString())
+            write_export(out, proto.SerializeToString())
     return report
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sisr.export.destination import check_destination, write_export
 from sisr.export.prepare import (
     ExportError,
     check_graph,
@@ -20,13 +21,19 @@ from sisr.export.prepare import (
     example_input,
     export_metadata,
 )
-from sisr.io.atomic import atomic_path
 
 META_FILE = "sisr.json"
 
 
-def _extra(meta: dict[str, Any] | None, model: nn.Module) -> dict[str, str]:
-    return {META_FILE: json.dumps(meta if meta is not None else export_metadata(model))}
+def _extra(
+    meta: dict[str, Any] | None, model: nn.Module, static: tuple[int, int] | None
+) -> dict[str, str]:
+    """The archive's ``sisr.json``: what ``-n FILE`` needs to run it (arch, scale, info,
+    and the fixed input size, which the runner then pads / windows to)."""
+    full = dict(meta if meta is not None else export_metadata(model))
+    if static is not None:
+        full["static"] = [int(static[0]), int(static[1])]
+    return {META_FILE: json.dumps(full)}
 
 
 def export_torchscript(
@@ -37,6 +44,7 @@ def export_torchscript(
     static: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Trace ``model`` to TorchScript, check it at another size, write it atomically."""
+    check_destination(path)
     net = deployable(model)
     x = example_input(net) if static is None else torch.rand(1, 3, *static)
     with warnings.catch_warnings():
@@ -44,7 +52,7 @@ def export_torchscript(
         traced = torch.jit.trace(net, (x,), check_trace=False)
         traced = torch.jit.freeze(traced.eval())  # (TorchScript's deprecation notices too)
         buf = io.BytesIO()
-        torch.jit.save(traced, buf, _extra_files=_extra(meta, model))
+        torch.jit.save(traced, buf, _extra_files=_extra(meta, model, static))
         data = buf.getvalue()
         loaded = torch.jit.load(io.BytesIO(data))
 
@@ -53,8 +61,7 @@ def export_torchscript(
             return loaded(t)
 
     diff = check_graph(net, run, what="TorchScript", dynamic=static is None, static=static)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    write_export(path, data)
     return {"format": "torchscript", "max_abs_diff": diff, "bytes": len(data)}
 
 
@@ -69,6 +76,7 @@ def export_program(
     size multiple), check the program at another size, save the ``.pt2`` atomically."""
     from torch.export import Dim
 
+    check_destination(path)
     net = deployable(model)
     x = example_input(net) if static is None else torch.rand(1, 3, *static)
     dynamic_shapes = None
@@ -91,7 +99,7 @@ def export_program(
         hint = "; export a fixed size with --static H W" if static is None else ""
         raise ExportError(f"{arch} cannot be exported with torch.export: {why}{hint}") from None
     buf = io.BytesIO()
-    torch.export.save(program, buf, extra_files=_extra(meta, model))
+    torch.export.save(program, buf, extra_files=_extra(meta, model, static))
     data = buf.getvalue()
     loaded = torch.export.load(io.BytesIO(data)).module()
 
@@ -100,8 +108,7 @@ def export_program(
             return loaded(t)
 
     diff = check_graph(net, run, what="torch.export", dynamic=static is None, static=static)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    write_export(path, data)
     return {"format": "exported", "max_abs_diff": diff, "bytes": len(data)}
 
 

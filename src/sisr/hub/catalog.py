@@ -15,7 +15,6 @@ exact path to put the file at by hand; a file placed there is verified like a do
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -92,10 +91,6 @@ def weights_dir() -> Path:
     return cache_dir() / "weights"
 
 
-def _offline() -> bool:
-    return os.environ.get("SISR_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
-
-
 def _by_hand(entry: CatalogEntry, target: Path) -> str:
     return (
         f"download {entry.urls[0]} yourself and put it at {target} "
@@ -105,16 +100,16 @@ def _by_hand(entry: CatalogEntry, target: Path) -> str:
 
 def fetch_entry(entry: CatalogEntry, *, progress: bool = True) -> Path:
     """The verified local file of ``entry``, downloading it into the cache if needed."""
-    from sisr.hub.download import fetch, sha256_file
+    from sisr.hub.download import fetch, offline, sha256_file
 
     target = weights_dir() / entry.filename
     if target.is_file():
         # Placed by hand or downloaded before: fetch() re-verifies (sidecar or hash).
-        if _offline() and sha256_file(target) != entry.sha256:
+        if offline() and sha256_file(target) != entry.sha256:
             raise WeightsError(
                 f"{entry.name}: {target} does not match the catalogue's sha256 {entry.sha256}"
             )
-    elif _offline():
+    elif offline():
         raise WeightsError(
             f"{entry.name}: offline (SISR_OFFLINE is set): {_by_hand(entry, target)}"
         )

@@ -2,9 +2,9 @@
 
 Pipeline (:func:`convert_checkpoint`):
 
-1. :func:`read_foreign_state_dict`: ``torch.load(weights_only=True)`` only (tensors
-   and plain containers; any other pickled object is refused, never executed) or
-   safetensors.
+1. :func:`read_foreign_state_dict`: :mod:`sisr.hub.torchfile` (no ``torch.load``: every
+   size checked before allocating; pickled objects other than tensors and containers
+   become inert records, never executed) or safetensors.
 2. :func:`unwrap_state_dict`: take ``params_ema`` (preferred) / ``params`` (BasicSR),
    ``state_dict`` / ``model`` / ``net_g`` wrappers, then strip prefixes every key
    shares: ``module.`` (DataParallel / DDP) and ``_orig_mod.`` (``torch.compile``).
@@ -19,7 +19,7 @@ Pipeline (:func:`convert_checkpoint`):
 from __future__ import annotations
 
 import contextlib
-import pickle
+import itertools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -59,64 +59,33 @@ def _looks_like_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < size
 
 
-_BOILERPLATE = ("Weights only load failed", "Check the documentation", "Please file an issue")
-
-
-def _unpickling_detail(message: str) -> str:
-    """The informative lines of torch's weights-only error (it wraps them in advice)."""
-    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
-    useful = [ln for ln in lines if not ln.startswith(_BOILERPLATE)]
-    return " ".join(useful) or (lines[0] if lines else "unpickling failed")
-
-
 def read_foreign_state_dict(path: str | Path) -> Any:
     """Load a checkpoint's raw content without executing pickled code.
 
-    Returns whatever the file holds (usually a dict, possibly nested). safetensors
-    files give a flat ``{name: tensor}`` dict.
+    Returns whatever the file holds (usually a dict, possibly nested), with whole-model
+    pickles flattened to their state dicts. safetensors files give a flat
+    ``{name: tensor}`` dict. ``torch.save`` files are read by
+    :func:`sisr.hub.torchfile.read_torch_file` (sizes checked before allocating, other
+    pickled objects kept as inert records).
     """
+    from sisr.hub.torchfile import read_torch_file
+    from sisr.hub.unpickle import classes_in, holds_tensors, plain
+
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such checkpoint file")
     if path.suffix == ".safetensors" or _looks_like_safetensors(path):
         return read_tensors(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        detail = _unpickling_detail(str(exc))
-        if "GLOBAL" not in detail:
-            raise WeightsError(
-                f"{path}: not a readable PyTorch checkpoint (the pickle data is damaged or "
-                f"not a checkpoint: {detail})"
-            ) from exc
-    except Exception as exc:  # zip/pickle corruption surfaces as many error types
-        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
-    # Objects other than tensors (a whole pickled model, a payload): read them as inert
-    # records, which runs nothing from the file, and keep what is made of tensors.
-    from sisr.hub.unpickle import classes_in, load_inert, plain
-
-    raw = load_inert(path)
+    raw = read_torch_file(path)
     content = plain(raw)
-    if not _holds_tensors(content):
-        names = ", ".join(dict.fromkeys(classes_in(raw))) or "none"
+    names = classes_in(raw)
+    if names and not holds_tensors(content):
         raise WeightsError(
-            f"{path}: refused: the checkpoint holds pickled objects ({names}) and no tensors "
-            "that can be read without running its code (sisr never runs pickled code; "
-            f"{detail})"
+            f"{path}: refused: the checkpoint holds pickled objects ({', '.join(names[:8])}) "
+            "and no tensors that can be read without running its code (sisr never runs "
+            "pickled code)"
         )
     return content
-
-
-def _holds_tensors(obj: Any, depth: int = 0) -> bool:
-    if isinstance(obj, Tensor):
-        return True
-    if depth > 8:
-        return False
-    if isinstance(obj, Mapping):
-        return any(_holds_tensors(v, depth + 1) for v in obj.values())
-    if isinstance(obj, list | tuple):
-        return any(_holds_tensors(v, depth + 1) for v in obj)
-    return False
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -142,7 +111,7 @@ def unwrap_state_dict(obj: Any, *, source: str = "checkpoint") -> StateDict:
             if tensors:
                 obj = tensors
                 break
-            keys = ", ".join(map(str, list(obj)[:10]))
+            keys = ", ".join(str(k)[:40] for k in itertools.islice(obj, 10))
             raise WeightsError(
                 f"{source}: no tensors found; top-level keys: {keys} "
                 f"(known wrappers: {', '.join(WRAPPER_KEYS)})"

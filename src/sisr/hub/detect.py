@@ -4,10 +4,11 @@
 ``sisr.load(FILE)`` come here for ``.pth`` / ``.pt`` / foreign ``.safetensors`` files:
 
 1. read the tensors without running code (:func:`sisr.hub.convert.read_foreign_state_dict`:
-   ``weights_only`` first, inert records for whole-model pickles);
+   sizes checked before allocating, inert records for whole-model pickles);
 2. unwrap ``params_ema`` / ``params`` / ``state_dict`` / ``model`` and ``module.``;
 3. ask every detector in :data:`sisr.archs.DETECTORS` (one beside each architecture);
-4. build each match and load it strictly; the first that loads wins.
+4. range-check each match's hparams, compare it on the meta device, then build it and
+   load it strictly; the first that loads wins.
 
 Nothing matching gives one message naming the closest architecture and what did not fit
 (or, for a known architecture sisr does not implement, which one and how to run it).
@@ -50,21 +51,56 @@ def scale_hint(name: str) -> int | None:
     return found.pop() if len(found) == 1 else None
 
 
-def _try_build(match: Match, scale: int) -> SRModel | str:
-    """The network with the match's tensors loaded strictly, or the problems as text."""
+def _build(arch: str, hparams: dict[str, Any], device: str | None) -> SRModel:
     from sisr.archs import ARCHS
+
+    if device is None:
+        return ARCHS[arch](**hparams)
+    with torch.device(device):
+        return ARCHS[arch](**hparams)
+
+
+def _with_step_counters(model: SRModel, sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Checkpoints from before torch 0.4.1 have no BatchNorm step counter; it only matters
+    for momentum=None training, so a zero is exact for inference."""
+    out = dict(sd)
+    for key, value in model.state_dict().items():
+        if key.endswith(".num_batches_tracked") and key not in out:
+            out[key] = torch.zeros(value.shape, dtype=value.dtype)
+    return out
+
+
+def _try_build(match: Match, scale: int) -> SRModel | str:
+    """The network with the match's tensors loaded strictly, or the problems as text.
+
+    The detected hparams come from the file, so they get the range checks of safetensors
+    metadata, and the network is built on the meta device and compared with the tensors
+    before it is built for real: what is allocated is then what the file stores.
+    """
+    from sisr.hub.validate import check_hparam_ranges
     from sisr.hub.weights import load_state_dict_strict, state_dict_mismatches
 
+    hparams = {**match.hparams, "scale": scale}
     try:
-        model = ARCHS[match.arch](scale=scale, **match.hparams)
+        check_hparam_ranges(hparams, source=match.arch)
+    except WeightsError as exc:
+        return str(exc).removeprefix(f"{match.arch}: ")
+    try:
+        skeleton = _build(match.arch, hparams, "meta")
+    except (NotImplementedError, RuntimeError):
+        skeleton = None  # a constructor computing with tensor values: shapes come below
     except Exception as exc:  # a detector's hparams the constructor refuses
         return f"cannot build {match.arch} x{scale} {match.hparams}: {exc}"
+    if skeleton is not None:
+        problems = state_dict_mismatches(skeleton, _with_step_counters(skeleton, match.state_dict))
+        if problems:
+            return "; ".join(problems)
     sd = {k: v.float() if v.is_floating_point() else v for k, v in match.state_dict.items()}
-    for key, value in model.state_dict().items():
-        # Checkpoints from before torch 0.4.1 have no BatchNorm step counter; it only
-        # matters for momentum=None training, so a zero is exact for inference.
-        if key.endswith(".num_batches_tracked") and key not in sd:
-            sd[key] = torch.zeros_like(value)
+    try:
+        model = _build(match.arch, hparams, None)
+    except Exception as exc:  # a detector's hparams the constructor refuses
+        return f"cannot build {match.arch} x{scale} {match.hparams}: {exc}"
+    sd = _with_step_counters(model, sd)
     problems = state_dict_mismatches(model, sd)
     if problems:
         return "; ".join(problems)
@@ -153,15 +189,20 @@ def _closest(sd: Mapping[str, Tensor], misses: list[Miss], *, source: str) -> st
     )
 
 
-def detect(sd: Mapping[str, Tensor], *, source: str = "checkpoint") -> Match:
-    """The first match whose network loads the tensors strictly (scale-free check)."""
+def _detect(sd: Mapping[str, Tensor], *, source: str) -> tuple[Match, SRModel]:
+    """The first match whose network loads the tensors strictly, and that network."""
     matches, misses = run_detectors(sd)
     for match in matches:
         built = _try_build(match, match.scale or 2)
         if isinstance(built, SRModel):
-            return match
+            return match, built
         misses.insert(0, Miss(match.arch, match.layout, built))
     raise WeightsError(explain_no_match(sd, misses, source=source))
+
+
+def detect(sd: Mapping[str, Tensor], *, source: str = "checkpoint") -> Match:
+    """The first match whose network loads the tensors strictly (scale-free check)."""
+    return _detect(sd, source=source)[0]
 
 
 def resolve_scale(
@@ -202,14 +243,16 @@ def detect_raw(
 
     sd = unwrap_state_dict(raw, source=source)
     try:
-        match = detect(sd, source=source)
+        match, built = _detect(sd, source=source)
     except WeightsError:
         foreign = _via_spandrel(sd, scale, source=source)
         if foreign is None:
             raise
         return foreign
     chosen, how = resolve_scale(match, scale, name, source=source)
-    return Detected(build_detected(match, chosen, source=source), match, how)
+    if chosen != (match.scale or 2):  # the detection build is at another scale
+        built = build_detected(match, chosen, source=source)
+    return Detected(built, match, how)
 
 
 def _via_spandrel(sd: Mapping[str, Tensor], scale: int | None, *, source: str) -> Detected | None:

@@ -217,9 +217,17 @@ def fetch(
         # Stale or corrupted cache entry: fetch again below.
         _remove(target)
 
+    if offline() and not url.startswith("file://"):
+        raise DownloadError(f"{url}: not downloaded: offline (SISR_OFFLINE is set)")
     digest = _download(url, target, expected, progress, size)
     _write_sidecar(target, digest)
     return target
 
 
-__all__ = ["cache_dir", "fetch", "sha256_file"]
+def offline() -> bool:
+    """True when ``SISR_OFFLINE`` is set (to anything but 0/false/no): no download is tried,
+    whoever asks (weights, VGG for perceptual losses, data)."""
+    return os.environ.get("SISR_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
+
+
+__all__ = ["cache_dir", "fetch", "offline", "sha256_file"]

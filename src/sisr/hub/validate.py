@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from sisr.archs.bicubic import MAX_SCALE
 from sisr.errors import WeightsError
 
 # Largest integer hparam (widths, depths, kernel sizes): every zoo preset stays under 300,
@@ -109,7 +110,19 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
 
 
 def check_hparam_ranges(hparams: Mapping[str, Any], *, source: str) -> None:
-    """Refuse hparams outside sane ranges (before anything is built from them)."""
+    """Refuse hparams outside sane ranges (before anything is built from them).
+
+    The same checks apply wherever hparams come from a file: safetensors metadata, and
+    the hparams detected from a ``.pth`` file's tensors. ``scale`` is held to 1 ..
+    ``MAX_SCALE``: even a parameter-free network allocates its output from it.
+    """
+    scale = hparams.get("scale")
+    if "scale" in hparams and (
+        isinstance(scale, bool) or not isinstance(scale, int) or not 1 <= scale <= MAX_SCALE
+    ):
+        raise WeightsError(
+            f"{source}: hparam scale={scale!r} is out of range (scales are 1 to {MAX_SCALE})"
+        )
 
     def walk(name: str, value: Any, depth: int) -> None:
         if depth > _MAX_DEPTH:
@@ -207,6 +220,7 @@ __all__ = [
     "FLOAT_DTYPES",
     "MAX_INT_HPARAM",
     "MAX_LIST_HPARAM",
+    "MAX_SCALE",
     "TensorInfo",
     "check_finite",
     "check_hparam_ranges",

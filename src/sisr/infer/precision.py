@@ -1,7 +1,8 @@
 """Device and numeric precision for inference.
 
-``auto`` precision is fp32 on the CPU (half precision there is slow and, for fp16, not
-supported by every kernel) and, on CUDA, fp16 for networks whose :class:`ArchInfo` says
+``auto`` precision on the CPU is bf16 where the CPU has native bf16 units and the weights'
+metadata records that bf16 costs them at most 0.02 dB, else fp32 (fp16 there is slow and not
+supported by every kernel); on CUDA it is fp16 for networks whose :class:`ArchInfo` says
 ``half_safe``. Half-precision outputs are checked tile by tile: a tile with NaN or inf is
 recomputed in fp32 (:class:`TileForward`), so an overflow costs time, never a broken image.
 """

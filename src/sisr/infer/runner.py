@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sisr.errors import SisrError
+from sisr.errors import SisrError, printable
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".jpe", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -169,6 +169,7 @@ def plan_jobs(
     ``output/<relative folder>/<stem><suffix>.<ext>`` (``ext``: ``fmt``, else the input's
     own format, PNG for GIF).
     """
+    _check_name_part(suffix, "--suffix")
     text = os.fspath(output)
     out = Path(text)
     is_folder = out.is_dir() or text.endswith(("/", os.sep))
@@ -197,7 +198,30 @@ def plan_jobs(
     for src in files:
         rel = src.relative_to(root).parent if root is not None else Path()
         jobs.append(Job(src, out / rel / f"{src.stem}{suffix}{output_suffix(src, fmt)}"))
+    for job in jobs:
+        _check_inside(job.dst, out)
     return jobs
+
+
+def _check_name_part(part: str, what: str) -> None:
+    """A text that becomes part of a file name must not name another folder: separators,
+    ``..``, NUL and control characters would let it steer a write outside ``-o``."""
+    seps = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    bad = [c for c in part if c in seps or ord(c) < 32 or ord(c) == 127]
+    if bad:
+        raise SisrError(
+            f"{what} {part!r}: must be a plain part of a file name "
+            f"(no path separators or control characters)"
+        )
+
+
+def _check_inside(dst: Path, folder: Path) -> None:
+    """Every output path lies under the output folder, checked lexically (a symlinked
+    output folder is the user's choice, a ``..`` that climbs out is not)."""
+    root = os.path.normpath(os.path.abspath(folder))
+    path = os.path.normpath(os.path.abspath(dst))
+    if os.path.commonpath([root, path]) != root:
+        raise SisrError(f"{dst}: lies outside the output folder {folder}; nothing written")
 
 
 def prepare_outputs(jobs: list[Job], say: Callable[[str], None] | None = None) -> None:
@@ -328,7 +352,12 @@ def run_jobs(
     from sisr.io.image import read_native, write_pixels
 
     summary = Summary()
-    say = log or (lambda msg: print(msg, file=sys.stderr))
+    # Every line names a file, and file names may hold newlines or escape codes.
+    say = (
+        (lambda msg: log(printable(msg)))
+        if log
+        else (lambda msg: print(printable(msg), file=sys.stderr))
+    )
     seen: dict[Path, Path] = {}
     todo: list[Job] = []
     for job in jobs:
@@ -353,7 +382,7 @@ def run_jobs(
         if not msg.startswith(str(job.src)):  # every line names its file
             msg = f"{job.src}: {msg}"
         summary.failed.append((job.src, msg))
-        overall.write(f"failed: {msg}", file=sys.stderr)
+        overall.write(f"failed: {printable(msg)}", file=sys.stderr)
         overall.update(1)
 
     def write(job: Job, color: Any, alpha: Any, meta: Any) -> None:

@@ -14,22 +14,17 @@ cores are ``tile`` long (a multiple of ``m``), windows are ``tile + 2 * pad`` lo
 same size (windows at the image edge are shifted inwards rather than cut), so tiles batch
 together, and every window starts at a multiple of ``m``, as the whole-image run would see.
 
-``tile="auto"``: on CUDA the largest window that fits in free memory, from a per-network
-memory probe cached in ``<cache>/tile_probe.json``; on CPU a fixed size. A CUDA
-out-of-memory error halves the tile and retries.
+``tile="auto"`` sizes come from :mod:`sisr.infer.tile_size`. A CUDA out-of-memory error
+halves the tile and retries.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import itertools
-import json
-import math
+import errno
 import os
 import shutil
 import tempfile
-import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -40,19 +35,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sisr.errors import SisrError
+from sisr.errors import SisrError, StorageError
 
 Forward = Callable[[Tensor], Tensor]
 
-# --tile auto on the CPU: windows whose activations take about this much memory.
-CPU_TILE_BUDGET = 768 << 20
-CPU_MIN_TILE = 64
 MIN_TILE = 16
-MAX_AUTO_TILE = 2048
 # Outputs above this many bytes go to a memory-mapped file instead of RAM.
 MEMMAP_THRESHOLD = 1 << 30
-# Share of the free CUDA memory that --tile auto plans to use.
-CUDA_MEMORY_FRACTION = 0.7
 
 
 # --------------------------------------------------------------------------- geometry
@@ -170,29 +159,107 @@ def quantize(y: Tensor, dtype: Any) -> Tensor:
     return q.to(torch.uint8) if full == 255.0 else q.to(torch.int32)
 
 
+# Room left on the temporary filesystem besides a memory-mapped output (the result file and
+# other programs need some too).
+DISK_MARGIN = 64 << 20
+
+
+def ram_fallback_budget() -> int:
+    """Bytes an output may take in RAM when its temporary folder has no room for it: half of
+    the memory available right now (0 where that is unknown, so the caller refuses)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _mb(nbytes: float) -> str:
+    return f"{nbytes / 1e6:,.0f} MB" if nbytes >= 1e6 else f"{nbytes:,.0f} bytes"
+
+
+def _reserve_blocks(fd: int, nbytes: int) -> None:
+    """Give the file its blocks now: writing through a mapping into a sparse file that the
+    filesystem cannot back kills the process with SIGBUS; here it is an ENOSPC OSError."""
+    fallocate = getattr(os, "posix_fallocate", None)
+    if fallocate is not None:
+        try:
+            fallocate(fd, 0, nbytes)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+    os.ftruncate(fd, nbytes)  # no reservation possible here: the free-space check must do
+
+
 class OutputBuffer:
     """The preallocated output: RAM, or an ``np.memmap`` in a temporary folder above
-    ``threshold`` bytes (the folder is removed by :meth:`close`, or on garbage collection;
-    on POSIX the file is unlinked at once, so even a killed process leaves nothing)."""
+    ``threshold`` bytes (default :data:`MEMMAP_THRESHOLD`; the folder is removed by
+    :meth:`close`, or on garbage collection; on POSIX the file is unlinked at once, so even
+    a killed process leaves nothing).
+
+    The mapped file's blocks are reserved before the first write, after checking the free
+    space; when the folder (``tmp_dir``, default ``$TMPDIR``) cannot hold the output, it goes
+    to RAM if it fits :func:`ram_fallback_budget`, else :class:`StorageError` names the
+    folder and nothing is left in it.
+    """
 
     def __init__(
         self,
         shape: tuple[int, ...],
         dtype: Any,
         *,
-        threshold: int = MEMMAP_THRESHOLD,
+        threshold: int | None = None,
         tmp_dir: str | Path | None = None,
     ) -> None:
         nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        limit = MEMMAP_THRESHOLD if threshold is None else threshold
         self._dir: str | None = None
-        if nbytes > threshold:
-            self._dir = tempfile.mkdtemp(prefix="sisr-upscale-", dir=tmp_dir)
-            path = os.path.join(self._dir, "output.raw")
-            self.array: np.ndarray = np.memmap(path, dtype=dtype, mode="w+", shape=shape)
-            with contextlib.suppress(OSError):
-                os.unlink(path)  # the mapping keeps the data alive
-        else:
+        if nbytes <= limit:
+            self.array: np.ndarray = np.empty(shape, dtype=dtype)
+            return
+        folder = Path(tmp_dir if tmp_dir is not None else tempfile.gettempdir())
+        problem = self._room_problem(folder, nbytes)
+        if problem is None:
+            try:
+                self.array = self._map(folder, shape, dtype, nbytes)
+                return
+            except OSError as exc:
+                self.close()
+                problem = f"cannot make room there ({exc.strerror or exc})"
+        if nbytes <= ram_fallback_budget():
             self.array = np.empty(shape, dtype=dtype)
+            return
+        raise StorageError(
+            f"{folder}: {problem} for a {_mb(nbytes)} temporary output; point TMPDIR at a "
+            "folder with more room (or upscale a smaller image)"
+        )
+
+    @staticmethod
+    def _room_problem(folder: Path, nbytes: int) -> str | None:
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError as exc:
+            return f"cannot use the folder ({exc.strerror or exc})"
+        if free < nbytes + DISK_MARGIN:
+            return f"not enough free space ({_mb(free)} free)"
+        return None
+
+    def _map(self, folder: Path, shape: tuple[int, ...], dtype: Any, nbytes: int) -> np.ndarray:
+        self._dir = tempfile.mkdtemp(prefix="sisr-upscale-", dir=folder)
+        path = os.path.join(self._dir, "output.raw")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            _reserve_blocks(fd, nbytes)
+            array = np.memmap(path, dtype=dtype, mode="r+", shape=shape)
+        finally:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # the mapping keeps the data (and its reserved blocks) alive
+        return array
 
     @property
     def is_memmap(self) -> bool:
@@ -354,160 +421,16 @@ def run_tiles_retrying(
             on_retry(cfg)
 
 
-# --------------------------------------------------------------------------- auto tile
-
-
-@dataclass(frozen=True)
-class MemoryModel:
-    """Peak device memory of one forward pass: ``fixed + per_pixel * window pixels``."""
-
-    fixed: float
-    per_pixel: float
-
-
-_PROBE_LOCK = threading.Lock()
-_PROBE_MEMO: dict[str, MemoryModel] = {}
-
-
-def probe_key(model: torch.nn.Module, dtype: torch.dtype, device: torch.device, extra: str) -> str:
-    """Identifies a probe: architecture + hparams + dtype + GPU model (+ TTA etc.)."""
-    arch = getattr(model, "arch_id", type(model).__name__)
-    hp = json.dumps(getattr(model, "hparams", {}), sort_keys=True, default=str)
-    digest = hashlib.sha256(hp.encode()).hexdigest()[:12]
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-    return f"{arch}:{digest}:{str(dtype).removeprefix('torch.')}:{gpu}:{extra}"
-
-
-def _probe_file() -> Path:
-    from sisr.hub.download import cache_dir
-
-    return cache_dir() / "tile_probe.json"
-
-
-def _load_probes() -> dict[str, Any]:
-    try:
-        data = json.loads(_probe_file().read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _save_probe(key: str, mm: MemoryModel) -> None:
-    from sisr.io.atomic import atomic_write_bytes
-
-    data = _load_probes()
-    data[key] = {"fixed": mm.fixed, "per_pixel": mm.per_pixel}
-    with contextlib.suppress(OSError):
-        atomic_write_bytes(_probe_file(), json.dumps(data, indent=1, sort_keys=True).encode())
-
-
-def measure_memory(
-    forward: Forward, channels: int, device: torch.device, multiple: int, sizes: tuple[int, int]
-) -> MemoryModel:
-    """Fit peak CUDA memory of ``forward`` against window pixels from two square sizes."""
-    points = []
-    for n in sizes:
-        n = round_up(n, multiple)
-        x = torch.zeros(1, channels, n, n, device=device)
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        with torch.inference_mode():
-            y = forward(x)
-        torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) - base
-        del x, y
-        points.append((n * n, float(peak)))
-    (p1, m1), (p2, m2) = points
-    per_px = max((m2 - m1) / (p2 - p1), 1.0)
-    return MemoryModel(fixed=max(m1 - per_px * p1, 0.0), per_pixel=per_px)
-
-
-def memory_model(
-    key: str, forward: Forward, channels: int, device: torch.device, multiple: int
-) -> MemoryModel:
-    """The (cached) memory model for ``key``: process memo, then the JSON cache, then a probe."""
-    with _PROBE_LOCK:
-        if key in _PROBE_MEMO:
-            return _PROBE_MEMO[key]
-        entry = _load_probes().get(key)
-        if isinstance(entry, dict) and {"fixed", "per_pixel"} <= set(entry):
-            mm = MemoryModel(float(entry["fixed"]), float(entry["per_pixel"]))
-        else:
-            mm = measure_memory(forward, channels, device, multiple, (64, 128))
-            _save_probe(key, mm)
-        _PROBE_MEMO[key] = mm
-        return mm
-
-
-def cuda_auto_tile(
-    mm: MemoryModel, device: torch.device, pad: int, multiple: int, batch: int
-) -> int:
-    """Largest tile core whose window batch fits in the free CUDA memory."""
-    free, _total = torch.cuda.mem_get_info(device)
-    reserved_free = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    budget = CUDA_MEMORY_FRACTION * (free + reserved_free) - mm.fixed
-    px = budget / (mm.per_pixel * max(1, batch))
-    side = int(math.sqrt(max(px, 0.0)))
-    tile = (side - 2 * pad) // multiple * multiple
-    return int(min(max(tile, MIN_TILE), MAX_AUTO_TILE))
-
-
-def activation_bytes_per_pixel(
-    forward: Forward, model: torch.nn.Module, channels: int, device: torch.device, multiple: int
-) -> float:
-    """Rough peak activation memory per input pixel: from the outputs of the network's leaf
-    modules on a small input, the largest input + output pair plus the largest single one
-    (for skip connections holding an early feature map)."""
-    sizes: list[int] = []
-
-    def hook(_mod: Any, _inp: Any, out: Any) -> None:
-        if isinstance(out, Tensor):
-            sizes.append(out.numel() * out.element_size())
-
-    side = round_up(32, multiple)
-    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    try:
-        with torch.inference_mode():
-            forward(torch.zeros(1, channels, side, side, device=device))
-    finally:
-        for h in handles:
-            h.remove()
-    x_bytes = channels * side * side * 4
-    seq = [x_bytes, *sizes]
-    pair = max(a + b for a, b in itertools.pairwise(seq)) if len(seq) > 1 else x_bytes
-    return (pair + max(seq)) / (side * side)
-
-
-def cpu_auto_tile(bytes_per_pixel: float, pad: int, multiple: int) -> int:
-    """Tile core for the CPU: the largest square window within :data:`CPU_TILE_BUDGET`.
-
-    Large windows matter on the CPU: every layer call has a fixed cost (thread start-up and
-    hand-off), which small tiles pay many times over.
-    """
-    side = int(math.sqrt(CPU_TILE_BUDGET / max(bytes_per_pixel, 1.0)))
-    tile = (side - 2 * pad) // 64 * 64
-    return round_up(int(min(max(tile, CPU_MIN_TILE), MAX_AUTO_TILE)), multiple)
-
-
 __all__ = [
-    "CPU_TILE_BUDGET",
     "MEMMAP_THRESHOLD",
     "AxisTile",
-    "MemoryModel",
     "OutputBuffer",
     "TileConfig",
-    "activation_bytes_per_pixel",
     "count_tiles",
-    "cpu_auto_tile",
-    "cuda_auto_tile",
     "is_oom",
-    "measure_memory",
-    "memory_model",
     "plan_axis",
-    "probe_key",
     "quantize",
+    "ram_fallback_budget",
     "reflect_indices",
     "round_up",
     "run_tiles",

@@ -54,22 +54,18 @@ from sisr.infer.precision import (
     resolve_device,
     resolve_precision,
 )
-from sisr.infer.tiling import (
-    MEMMAP_THRESHOLD,
-    OutputBuffer,
-    TileConfig,
+from sisr.infer.ticks import Progress, Tick, Ticks, hook_layers, ticking, tile_done_then
+from sisr.infer.tile_size import (
     activation_bytes_per_pixel,
-    count_tiles,
     cpu_auto_tile,
     cuda_auto_tile,
     memory_model,
     probe_key,
-    run_tiles_retrying,
 )
+from sisr.infer.tiling import OutputBuffer, TileConfig, count_tiles, run_tiles_retrying
 from sisr.infer.tta import with_tta
 
 ALPHA_MODES: tuple[str, ...] = ("bicubic", "model")
-Progress = Callable[[int], None]
 
 _FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 _INT_DTYPES = (np.uint8, np.uint16)
@@ -178,7 +174,8 @@ class Upscaler:
             (:func:`~sisr.infer.precision.inference_module`).
         device: ``auto`` (CUDA if available, ``cuda:$LOCAL_RANK`` under torchrun), ``cpu``,
             ``cuda``, ``cuda:N`` or a ``torch.device``.
-        precision: ``auto`` (fp32 on CPU; fp16 on CUDA when ``info().half_safe``),
+        precision: ``auto`` (CPU: bf16 when the CPU has native bf16 and ``cpu_bf16_ok``,
+            else fp32; CUDA: fp16 when ``info().half_safe``),
             ``fp32``, ``bf16`` or ``fp16`` (CUDA only). Half-precision tiles with NaN/inf
             are recomputed in fp32.
         tile: ``auto``, a core size in LR pixels, or 0 for whole images.
@@ -189,7 +186,8 @@ class Upscaler:
         alpha: ``bicubic`` or ``model`` (see the module docstring).
         batch: tile windows per forward pass.
         memmap_threshold: outputs above this many bytes are assembled in a memory-mapped
-            temporary file instead of RAM.
+            temporary file instead of RAM (default :data:`~sisr.infer.tiling.MEMMAP_THRESHOLD`,
+            read when an image is upscaled).
         channels_last: run the network in channels-last memory format (``None``: on CPU,
             where it is faster for the small convolutional networks).
     """
@@ -205,7 +203,7 @@ class Upscaler:
         tta: bool = False,
         alpha: str = "bicubic",
         batch: int = 1,
-        memmap_threshold: int = MEMMAP_THRESHOLD,
+        memmap_threshold: int | None = None,
         channels_last: bool | None = None,
         name: str | None = None,
         cpu_bf16_ok: bool = False,
@@ -232,7 +230,7 @@ class Upscaler:
         self.tta = bool(tta)
         self.alpha = alpha
         self.batch = int(batch)
-        self.memmap_threshold = int(memmap_threshold)
+        self.memmap_threshold = None if memmap_threshold is None else int(memmap_threshold)
         self.name = name or getattr(model, "arch_id", type(model).__name__)
         if channels_last is None:
             channels_last = self.device.type == "cpu"
@@ -245,6 +243,8 @@ class Upscaler:
             model = model.to(memory_format=torch.channels_last)
         self.model: nn.Module = model
         self._net = TileForward(inference_module(model), self.dtype)
+        # Hooks on the private inference copies only: ``model`` itself stays untouched.
+        self._layers = hook_layers(self._net.model, self._net.half) * (8 if self.tta else 1)
         rgb: Callable[[Tensor], Tensor] = self._run_net
         if self.tta:
             rgb = with_tta(rgb)
@@ -317,28 +317,29 @@ class Upscaler:
         self, fn: Callable[[Tensor], Tensor], channels: int, pad: int, mult: int, kind: str
     ) -> int:
         if self.device.type != "cuda":
-            bicubic = kind == "alpha" and self.alpha == "bicubic"
-            return cpu_auto_tile(self._bytes_per_pixel(bicubic), pad, mult)
+            return cpu_auto_tile(self._bytes_per_pixel(fn, kind, channels), pad, mult)
         extra = f"{kind}:c{channels}:tta{int(self.tta)}:{self.alpha if kind == 'alpha' else ''}"
         key = probe_key(self.model, self.dtype, self.device, extra)
         mm = memory_model(key, fn, channels, self.device, mult)
         return cuda_auto_tile(mm, self.device, pad, mult, self.batch)
 
-    def _bytes_per_pixel(self, bicubic: bool) -> float:
-        """Activation memory per LR pixel of the network (or of bicubic alpha), measured once."""
-        key = "bicubic" if bicubic else "net"
+    def _bytes_per_pixel(self, fn: Callable[[Tensor], Tensor], kind: str, channels: int) -> float:
+        """Peak memory per window pixel of ``fn`` (the network, TTA and gray handling
+        included, or bicubic alpha), measured once per plan."""
+        bicubic = kind == "alpha" and self.alpha == "bicubic"
+        key = "bicubic" if bicubic else f"net:c{channels}"
         with self._auto_lock:
             if key not in self._bpp:
                 # Networks that are not torch modules inside (onnxruntime) declare it.
-                declared = getattr(self.model, "activation_bytes_per_pixel", None)
+                declared = (
+                    None if bicubic else getattr(self.model, "activation_bytes_per_pixel", None)
+                )
+                module = nn.Module() if bicubic else self._net.model
+                mult = 1 if bicubic else self.multiple
                 self._bpp[key] = (
-                    4.0 * (1 + self.scale**2)  # input and output planes
-                    if bicubic
-                    else float(declared)
+                    float(declared)
                     if declared
-                    else activation_bytes_per_pixel(
-                        self._rgb, self._net.model, 3, self.device, self.multiple
-                    )
+                    else activation_bytes_per_pixel(fn, module, channels, self.device, mult)
                 )
             return self._bpp[key]
 
@@ -362,13 +363,16 @@ class Upscaler:
         kind: str,
         progress: Progress | None,
         clamp: bool,
+        ticks: Ticks | None = None,
     ) -> np.ndarray:
         """HxWxC (C = 1 or 3) array -> (sH)x(sW)xC array of the same dtype family."""
         h, w, c = image.shape
         sh, sw = self.output_size(h, w)
         out_dtype = image.dtype if image.dtype in _INT_DTYPES else np.dtype(np.float32)
+        fn, cfg = self._plan(kind, c)  # before the buffer: a failing probe allocates nothing
         buf = OutputBuffer((sh, sw, c), out_dtype, threshold=self.memmap_threshold)
-        fn, cfg = self._plan(kind, c)
+        if ticks is not None:
+            progress = tile_done_then(ticks, progress)
         with torch.inference_mode():
             run_tiles_retrying(
                 image,
@@ -389,6 +393,7 @@ class Upscaler:
         *,
         progress: Progress | None = None,
         clamp: bool = True,
+        tick: Tick | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Upscale colour planes and, separately, an alpha plane.
 
@@ -396,6 +401,11 @@ class Upscaler:
         or None. Returns arrays of the same layouts, s times larger: integer inputs give
         the same integer dtype (rounded like :func:`sisr.io.write_image`), float inputs
         float32 (clamped to [0, 1] unless ``clamp=False``). Large outputs are ``np.memmap``.
+
+        ``progress(n)`` is called after each batch of ``n`` tiles; ``tick(fraction)`` before
+        each layer of the network with the fraction of the current batch done, so a single
+        large tile still shows progress; an exception raised by either stops the work there
+        and propagates (how a server cancels a job within a layer, not a tile).
         """
         color = np.asarray(color) if not isinstance(color, np.memmap) else color
         _check_dtype(color.dtype)
@@ -405,10 +415,6 @@ class Upscaler:
             raise ValueError(f"color must be HxW, HxWx1 or HxWx3, got shape {color.shape}")
         if 0 in planes.shape[:2]:
             raise ValueError(f"cannot upscale an empty image of shape {color.shape}")
-        out = self._upscale_plane(planes, "color", progress, clamp)
-        if squeeze:
-            out = out[..., 0]
-        alpha_out = None
         if alpha is not None:
             alpha = np.asarray(alpha)
             if alpha.ndim == 3 and alpha.shape[2] == 1:
@@ -416,7 +422,14 @@ class Upscaler:
             if alpha.shape != planes.shape[:2]:
                 raise ValueError(f"alpha {alpha.shape} does not match colour {color.shape}")
             _check_dtype(alpha.dtype)
-            alpha_out = self._upscale_plane(alpha[..., None], "alpha", progress, clamp)[..., 0]
+        with ticking(tick, self._layers) as ticks:
+            out = self._upscale_plane(planes, "color", progress, clamp, ticks)
+            if squeeze:
+                out = out[..., 0]
+            alpha_out = None
+            if alpha is not None:
+                plane = self._upscale_plane(alpha[..., None], "alpha", progress, clamp, ticks)
+                alpha_out = plane[..., 0]
         return out, alpha_out
 
     # ------------------------------------------------------------------ files
@@ -430,13 +443,15 @@ class Upscaler:
         quality: int = 95,
         progress: Progress | None = None,
         on_start: Callable[[int], None] | None = None,
+        tick: Tick | None = None,
     ) -> Path:
         """Read ``src``, upscale, write ``dst`` atomically; returns ``dst``.
 
         Keeps bit depth (16-bit stays 16-bit where the format allows), gray, alpha, the
         ICC profile, EXIF (orientation reset to 1: the pixels are already upright) and
         the physical size (dpi times the scale). ``on_start(total_tiles)`` is called once
-        the image is read. Raises :class:`ImageError` for unreadable or unwritable files.
+        the image is read; ``progress`` and ``tick`` as in :meth:`upscale_arrays`. Raises
+        :class:`ImageError` for unreadable or unwritable files.
         """
         from sisr.io.image import read_native, write_pixels
 
@@ -450,7 +465,7 @@ class Upscaler:
                     has_alpha=img.alpha is not None,
                 )
             )
-        color, alpha = self.upscale_arrays(img.color, img.alpha, progress=progress)
+        color, alpha = self.upscale_arrays(img.color, img.alpha, progress=progress, tick=tick)
         meta = self.output_meta(img.meta)
         del img  # the input can go before the (slow) encoding
         write_pixels(dst, color, alpha, meta=meta, format=format, quality=quality)

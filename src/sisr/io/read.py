@@ -39,6 +39,7 @@ from PIL import (
 )
 
 from sisr.errors import ImageError
+from sisr.io.current import handling
 from sisr.io.limits import _check_pixels, _pil_limit_lifted
 from sisr.io.meta import (
     _ORIENTATION_TAG,
@@ -393,12 +394,16 @@ def _warn_if_animated(path: Path, im: ImageFile.ImageFile, fmt: str) -> None:
         warnings.warn(
             f"{path}: animated {_DISPLAY.get(fmt, fmt)} with {frames} frames; "
             "only the first frame is read",
-            stacklevel=4,
+            stacklevel=5,
         )
 
 
 def _decode(path: str | Path, max_pixels: int | None) -> _Decoded:
-    path = Path(path)
+    with handling(path):
+        return _decode_file(Path(path), max_pixels)
+
+
+def _decode_file(path: Path, max_pixels: int | None) -> _Decoded:
     data = _read_bytes(path)
     fmt = _identify(data[:16])
     if fmt is None:
@@ -436,7 +441,7 @@ def _decode(path: str | Path, max_pixels: int | None) -> _Decoded:
             if color16 is None and fmt == "TIFF" and mode in ("RGB", "RGBA"):
                 warnings.warn(
                     f"{path}: 16-bit TIFF layout {mode} read at 8-bit precision",
-                    stacklevel=3,
+                    stacklevel=4,
                 )
         if color16 is not None:
             arr = color16

@@ -8,15 +8,18 @@ and TIFF, which Pillow cannot write in colour, are encoded in :mod:`sisr.io.enco
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from sisr.errors import ImageError
 from sisr.io.atomic import atomic_path
+from sisr.io.current import handling
 from sisr.io.encode import PNG_LEVEL_DEFAULT, _encode_png, _encode_tiff16, _stream_png
 from sisr.io.meta import ImageMeta, _exif_with_orientation, _icc_space, _normalise_exif
 from sisr.io.samples import _quantize, _requantize
@@ -38,8 +41,29 @@ _FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF"}
 _EIGHT_BIT_ONLY = {"JPEG", "WEBP", "BMP"}
 _NO_ALPHA = {"JPEG", "BMP"}
 
+# What the readers of each format accept, so that every file written reads back. PNG: Pillow
+# refuses an iCCP profile that inflates past ImageFile.SAFEBLOCK (1 MiB; the default, not
+# this process's possibly raised value, since other programs read the file). JPEG: ICC is
+# split over at most 255 APP2 markers of 65519 bytes, EXIF must fit one APP1 marker.
+_ICC_LIMIT = {"PNG": 1 << 20, "JPEG": 255 * 65519}
+_EXIF_LIMIT = {"JPEG": 65533, "PNG": 65533, "WEBP": 65533}
+
 
 # --------------------------------------------------------------------------- write API
+
+_Writer = TypeVar("_Writer", bound=Callable[..., None])
+
+
+def _names_its_file(write: _Writer) -> _Writer:
+    """Run ``write(path, ...)`` with ``path`` as this thread's file in hand, so a library's
+    warning during the write can be shown with the file it is about."""
+
+    @functools.wraps(write)
+    def wrapper(path: str | Path, *args: Any, **kwargs: Any) -> None:
+        with handling(path):
+            write(path, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _output_format(path: Path, format: str | None) -> str:
@@ -59,11 +83,51 @@ def _output_format(path: Path, format: str | None) -> str:
     return fmt
 
 
+def _fit_metadata(
+    path: Path, fmt: str, icc: bytes | None, exif: bytes | None
+) -> tuple[bytes | None, bytes | None]:
+    """Drop (with a warning naming the file) metadata too large for ``fmt``'s readers:
+    writing it would give a file that Pillow, and often other programs, cannot open."""
+    icc_max, exif_max = _ICC_LIMIT.get(fmt), _EXIF_LIMIT.get(fmt)
+    if icc is not None and icc_max is not None and len(icc) > icc_max:
+        warnings.warn(
+            f"{path}: ICC profile of {len(icc)} bytes dropped: {fmt} readers accept at most "
+            f"{icc_max} (write TIFF to keep it)",
+            stacklevel=3,
+        )
+        icc = None
+    if exif is not None and exif_max is not None and len(exif) > exif_max:
+        warnings.warn(
+            f"{path}: EXIF block of {len(exif)} bytes dropped: {fmt} holds at most {exif_max}",
+            stacklevel=3,
+        )
+        exif = None
+    return icc, exif
+
+
+def _check_reads_back(tmp: Path, path: Path) -> None:
+    """Open what was written (header and metadata, not the pixels) before it gets its
+    final name, so a file the readers refuse is never left behind."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(tmp) as im:
+                im.info  # noqa: B018 - metadata chunks before the pixels are parsed by now
+    except Image.DecompressionBombError:
+        return  # size refused after the header parsed: our own limit allowed this size
+    except (OSError, ValueError, SyntaxError, UnidentifiedImageError) as e:
+        raise ImageError(
+            path, f"the written file does not read back ({e}); nothing written"
+        ) from None
+
+
 def _save_bytes(path: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(tmp)`` inside atomic_path; turn I/O failures into ImageError."""
+    """Run ``write(tmp)`` inside atomic_path and check that the result opens; turn I/O
+    failures into ImageError."""
     try:
         with atomic_path(path) as tmp:
             write(tmp)
+            _check_reads_back(tmp, path)
     except ImageError:
         raise
     except OSError as e:
@@ -110,6 +174,7 @@ def _pil_save_kwargs(
     return kwargs
 
 
+@_names_its_file
 def write_image(
     path: str | Path,
     rgb: np.ndarray,
@@ -195,6 +260,7 @@ def write_image(
     exif = meta.exif if meta is not None else None
     if exif is not None:
         exif = _exif_with_orientation(_normalise_exif(exif) or exif, 1)
+    icc, exif = _fit_metadata(path, fmt, icc, exif)
     dpi = meta.dpi if meta is not None else None
 
     if bit_depth == 16:
@@ -216,6 +282,7 @@ def _pil_from_uint8(pixels: np.ndarray) -> Image.Image:
     return Image.frombytes(mode, (arr.shape[1], arr.shape[0]), np.ascontiguousarray(arr).tobytes())
 
 
+@_names_its_file
 def write_uint8(path: str | Path, arr: np.ndarray, *, format: str | None = None) -> None:
     """Write exact uint8 pixels (HxW, HxWx1, HxWx2 gray+alpha, HxWx3, HxWx4) losslessly.
 
@@ -240,6 +307,7 @@ def write_uint8(path: str | Path, arr: np.ndarray, *, format: str | None = None)
     _save_bytes(path, lambda tmp: im.save(tmp, format=fmt, **kwargs))
 
 
+@_names_its_file
 def write_pixels(
     path: str | Path,
     color: np.ndarray,
@@ -309,6 +377,7 @@ def write_pixels(
     exif = meta.exif if meta is not None else None
     if exif is not None:
         exif = _exif_with_orientation(_normalise_exif(exif) or exif, 1)
+    icc, exif = _fit_metadata(path, fmt, icc, exif)
     dpi = meta.dpi if meta is not None else None
 
     if fmt == "PNG":

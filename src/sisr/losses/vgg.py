@@ -31,7 +31,6 @@ checked against its published SHA-256). When none can be had, a
 
 from __future__ import annotations
 
-import pickle
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -376,13 +375,10 @@ def read_vgg_state_dict(
         return _read_safetensors(path, wanted)
     try:
         raw = _torch_load(path)
-    except pickle.UnpicklingError as exc:
-        raise WeightsError(
-            f"{path}: refused to load: not a plain tensor checkpoint (sisr loads with "
-            f"weights_only=True and never runs pickled code): {str(exc).splitlines()[0]}"
-        ) from exc
-    except Exception as exc:  # zip/pickle corruption surfaces as many error types
-        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+    except Exception as exc:  # sisr's diagnosis, never torch's text (it advises weights_only=False)
+        from sisr.hub.torchfile import load_error
+
+        raise load_error(path, exc) from None
     state = unwrap_state_dict(raw, source=str(path))
     state = {_features_key(k): v for k, v in state.items()}
     return {k: v for k, v in state.items() if k in wanted}, list(state)
@@ -425,7 +421,7 @@ def resolve_vgg_weights(
     there when absent and ``download`` is true. Raises :class:`WeightsError` with
     :func:`missing_weights_message` when no verified file can be had.
     """
-    from sisr.hub.download import fetch
+    from sisr.hub.download import fetch, offline
 
     net = _check_network(network)
     if path is not None:
@@ -441,6 +437,8 @@ def resolve_vgg_weights(
     existed = target.is_file()
     if not existed and not download:
         raise WeightsError(missing_weights_message(net, purpose, "downloads disabled"))
+    if not existed and offline():
+        raise WeightsError(missing_weights_message(net, purpose, "offline: SISR_OFFLINE is set"))
     try:
         return fetch(
             src.url, src.sha256, cache_dir=target.parent, filename=target.name, progress=progress

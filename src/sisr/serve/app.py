@@ -8,9 +8,11 @@ Endpoints (OpenAPI docs at ``/docs``):
   ``DELETE /v1/jobs/{id}``: the same as a job, with progress in tiles and cancel.
 * ``GET /healthz``, ``GET /metrics`` (Prometheus text), ``GET /`` (the page).
 
-Every error is JSON ``{"error": {"status", "code", "message"}}``. Uploads are untrusted: the
-body size is checked while it streams in, the pixel count from the header before any pixel
-is decoded, and the model is picked from the catalog by name only.
+Every error is JSON ``{"error": {"status", "code", "message"}}``. Requests are untrusted:
+every endpoint refuses query parameters it does not take (422), the body size is checked
+and counted against the queue's byte budget while it streams in, the pixel count is read
+from the header before any pixel is decoded, and the model is picked from the catalog by
+name only.
 """
 
 from __future__ import annotations
@@ -18,15 +20,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
 import re
 import time
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.background import BackgroundTask
@@ -37,12 +41,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sisr import __version__
 from sisr.serve.catalog import Catalog
 from sisr.serve.config import ServeConfig
-from sisr.serve.jobs import Job, JobManager, JobRequest, QueueFull, State, image_error_status
+from sisr.serve.jobs import (
+    Job,
+    JobManager,
+    JobRequest,
+    QueueFull,
+    Reservation,
+    State,
+    image_error_status,
+    storage_full,
+)
 from sisr.serve.metrics import Metrics
 
+log = logging.getLogger("sisr.serve")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MULTIPART_SLACK = 16 * 1024  # part headers and boundaries on top of the file itself
 _CHUNK = 1 << 20
+_WAIT_STEP = 0.25  # seconds between a synchronous request's checks (disconnect, deadline)
 # Pillow's format name -> the suffix the upload is stored under (the CLI's own choice of
 # output format then follows from it: GIF becomes PNG, the rest keep their format).
 _INPUT_SUFFIX = {
@@ -114,6 +129,7 @@ _STATUS_CODES = {
     504: "timeout",
     507: "out_of_memory",
 }
+ByteCounter = Callable[[int], None]  # told of an upload's bytes as they arrive; raises to refuse
 
 
 class _Observe:
@@ -148,26 +164,36 @@ class _Observe:
 # ----------------------------------------------------------------------------- uploads
 
 
-def _limited(request: Request, limit: int, what: str) -> Request:
-    """The request with a body that stops (413) as soon as more than ``limit`` bytes came."""
+def _limited(request: Request, limit: int, what: str, count: ByteCounter) -> Request:
+    """The request with a body that stops (413) as soon as more than ``limit`` bytes came;
+    ``count(n)`` is told of the declared size up front and of any bytes beyond it as they
+    arrive (it raises to refuse them)."""
     declared = request.headers.get("content-length")
+    size = 0
     if declared is not None:
         try:
             size = int(declared)
         except ValueError:
             raise ApiError(400, "bad_request", "invalid Content-Length header") from None
+        if size < 0:
+            raise ApiError(400, "bad_request", "invalid Content-Length header")
         if size > limit:
             raise ApiError(413, "too_large", f"{what} is {size} bytes, above the limit of {limit}")
+        count(size)
+    counted_bytes = size
     received = 0
     receive = request.receive
 
     async def counted() -> dict[str, Any]:
-        nonlocal received
+        nonlocal received, counted_bytes
         message = await receive()
         if message["type"] == "http.request":
             received += len(message.get("body", b""))
             if received > limit:
                 raise ApiError(413, "too_large", f"{what} is above the limit of {limit} bytes")
+            if received > counted_bytes:
+                count(received - counted_bytes)
+                counted_bytes = received
         return message
 
     return Request(request.scope, counted)
@@ -246,6 +272,7 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
     def finished(job: Job) -> None:
         metrics.observe_job(job.state.value, job.error_status)
 
+    budget = config.queue_bytes or config.capacity * (config.max_bytes + MULTIPART_SLACK)
     manager = JobManager(
         cat,
         workers=config.workers,
@@ -254,6 +281,7 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
         result_ttl=config.result_ttl,
         tmp_dir=config.tmp_dir,
         on_finish=finished,
+        byte_budget=budget,
     )
 
     def gauges() -> dict[str, float]:
@@ -261,8 +289,11 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
         return {
             "sisr_queue_depth": queued,
             "sisr_jobs_in_flight": running,
+            "sisr_uploads_in_progress": manager.uploads(),
+            "sisr_upload_bytes_held": manager.held_bytes(),
             "sisr_workers": config.workers,
             "sisr_queue_capacity": config.capacity,
+            "sisr_queue_bytes": budget,
         }
 
     metrics = Metrics(gauges)
@@ -272,8 +303,9 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
         await run_in_threadpool(cat.load_all)
 
         async def sweeper() -> None:
+            # often: it also times out overdue jobs nobody is waiting on or polling
             while True:
-                await asyncio.sleep(min(5.0, config.result_ttl / 2))
+                await asyncio.sleep(min(0.5, config.result_ttl / 2))
                 await run_in_threadpool(manager.sweep)
 
         task = asyncio.create_task(sweeper())
@@ -289,6 +321,10 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
         description="Single-image super-resolution: upscale images with the models this "
         "server was started with.",
         lifespan=lifespan,
+        # served below as routes of our own, so their query parameters are checked too
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.config = config
     app.state.catalog = cat
@@ -333,7 +369,34 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
                 {"WWW-Authenticate": "Bearer"},
             )
 
-    auth = [Depends(require_token)]
+    # ------------------------------------------------------------------ query parameters
+
+    known: dict[int, frozenset[str]] = {}
+
+    async def known_query(request: Request) -> None:
+        """422 for a query parameter the endpoint does not take, or one given twice: a typo
+        such as ``?scal=4`` must not silently run with the default."""
+        route = request.scope.get("route")
+        if route is None:
+            return
+        allowed = known.get(id(route))
+        if allowed is None:
+            allowed = known[id(route)] = frozenset(_query_names(route.dependant))
+        names = [k for k, _ in request.query_params.multi_items()]
+        for name in names:
+            shown = repr(name[:64])
+            if name not in allowed:
+                takes = ", ".join(sorted(allowed)) or "none"
+                raise ApiError(
+                    422,
+                    "invalid",
+                    f"unknown query parameter {shown} (this endpoint takes: {takes})",
+                )
+            if names.count(name) > 1:
+                raise ApiError(422, "invalid", f"query parameter {shown} is given more than once")
+
+    checked = [Depends(known_query)]
+    auth = [Depends(require_token), *checked]
 
     # ------------------------------------------------------------------ intake
 
@@ -353,15 +416,40 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
             spec = cat.lookup(model, scale)
         except LookupError as exc:
             raise ApiError(422, "unknown_model", str(exc)) from None
-        if sum(manager.counts()) >= config.capacity:
-            # refuse before reading the upload at all (the submit below re-checks)
-            raise _busy(manager.retry_after())
-        folder = manager.new_folder()
+        try:
+            # a slot before reading the upload at all; its bytes are counted as they come
+            res = manager.reserve()
+        except QueueFull as exc:
+            raise _busy(exc) from None
+        asked = _Asked(fmt, tta, quality, filename, ttl)
+        try:
+            return await _store_and_submit(request, res, spec, asked)
+        finally:
+            manager.release(res)  # a no-op once the job took it over
+
+    def count_into(res: Reservation) -> ByteCounter:
+        def count(n: int) -> None:
+            try:
+                manager.grow(res, n)
+            except QueueFull as exc:
+                raise _busy(exc) from None
+
+        return count
+
+    async def _store_and_submit(
+        request: Request, res: Reservation, spec: Any, asked: _Asked
+    ) -> Job:
+        fmt, tta, quality, filename, ttl = asked
+        try:
+            folder = manager.new_folder()
+        except OSError as exc:
+            raise _no_room(exc) from None
+        count = count_into(res)
         try:
             src = folder / "upload"
             ctype = request.headers.get("content-type", "")
             if ctype.startswith("multipart/form-data"):
-                body = _limited(request, config.max_bytes + MULTIPART_SLACK, "the upload")
+                body = _limited(request, config.max_bytes + MULTIPART_SLACK, "the upload", count)
                 async with body.form(max_files=1, max_fields=16) as form:
                     part = form.get("file")
                     if not isinstance(part, UploadFile):
@@ -372,7 +460,7 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
                     )
             else:
                 name = _safe_name(filename)
-                body = _limited(request, config.max_bytes, f"{name}")
+                body = _limited(request, config.max_bytes, f"{name}", count)
                 size = 0
                 with open(src, "wb") as out:
                     async for chunk in body.stream():
@@ -389,9 +477,12 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
                 quality=quality or config.quality,
                 filename=name,
             )
-            return manager.submit(folder, stored, req, ttl=ttl)
+            return manager.submit(folder, stored, req, ttl=ttl, reservation=res)
         except QueueFull as exc:
-            raise _busy(exc.retry_after) from None
+            raise _busy(exc) from None
+        except OSError as exc:
+            manager.discard(folder)
+            raise _no_room(exc) from None
         except BaseException:
             manager.discard(folder)
             raise
@@ -417,23 +508,37 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
         if job.state == State.CANCELLED:
             raise ApiError(409, "cancelled", f"job {job.id} was cancelled")
         status = job.error_status or 500
-        raise ApiError(status, _STATUS_CODES.get(status, "error"), job.error or "job failed")
+        code = job.error_code or _STATUS_CODES.get(status, "error")
+        raise ApiError(status, code, job.error or "job failed")
 
     def find(job_id: str) -> Job:
         job = manager.get(job_id)
         if job is None:
             raise ApiError(404, "not_found", f"no job {job_id!r} (unknown, deleted or expired)")
+        manager.check_deadline(job)  # an overdue job says so now, not at the next sweep
         return job
 
     # ------------------------------------------------------------------ routes
 
-    @app.get("/", include_in_schema=False)
+    @app.get("/openapi.json", include_in_schema=False, dependencies=checked)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=checked)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="sisr - API docs")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=checked)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title="sisr - API docs")
+
+    @app.get("/", include_in_schema=False, dependencies=checked)
     async def index() -> HTMLResponse:
         return HTMLResponse((STATIC_DIR / "index.html").read_text(encoding="utf-8"))
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
-    @app.get("/healthz", tags=["ops"])
+    @app.get("/healthz", tags=["ops"], dependencies=checked)
     async def healthz() -> dict[str, Any]:
         """Liveness: always open (no token), no model work."""
         queued, running = manager.counts()
@@ -474,7 +579,10 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
     async def upscale(
         request: Request,
         model: Annotated[
-            str | None, Query(description="family or variant name (GET /v1/models)")
+            str | None,
+            Query(
+                min_length=1, max_length=200, description="family or variant name (GET /v1/models)"
+            ),
         ] = None,
         scale: Annotated[
             int | None, Query(ge=1, le=16, description="picks the family's -xN")
@@ -494,10 +602,13 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
         done = asyncio.wrap_future(job.done)
         try:
             while not done.done():
-                await asyncio.wait([done], timeout=0.25)
-                if not done.done() and await request.is_disconnected():
+                await asyncio.wait([done], timeout=_WAIT_STEP)
+                if done.done():
+                    break
+                if await request.is_disconnected():
                     manager.cancel(job)  # nobody to answer: stop and remove its files
                     return PlainTextResponse("client disconnected", status_code=499)
+                manager.check_deadline(job)  # 504 at the deadline, not when the worker stops
         except asyncio.CancelledError:
             manager.cancel(job)
             raise
@@ -513,7 +624,10 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
     async def create_job(
         request: Request,
         model: Annotated[
-            str | None, Query(description="family or variant name (GET /v1/models)")
+            str | None,
+            Query(
+                min_length=1, max_length=200, description="family or variant name (GET /v1/models)"
+            ),
         ] = None,
         scale: Annotated[int | None, Query(ge=1, le=16)] = None,
         format: Annotated[OutFormat | None, Query()] = None,
@@ -548,10 +662,42 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
     return app
 
 
-def _busy(retry_after: int) -> ApiError:
+class _Asked(NamedTuple):
+    """What a request asked for besides the model: output format, x8 TTA, quality, the
+    name of a raw-body upload, and how long the result is kept (None: the job default)."""
+
+    fmt: str | None
+    tta: bool
+    quality: int | None
+    filename: str | None
+    ttl: float | None
+
+
+def _query_names(dependant: Any) -> Iterator[str]:
+    """The query parameters an endpoint declares, its dependencies' included."""
+    for param in dependant.query_params:
+        yield param.alias
+    for sub in dependant.dependencies:
+        yield from _query_names(sub)
+
+
+def _no_room(exc: OSError) -> BaseException:
+    """507 for a full disk while storing an upload (logged: the folder is the operator's
+    business, not the client's); any other OSError stays a bug (500)."""
+    if not storage_full(exc):
+        return exc
+    log.warning("storing an upload: %s", exc)
+    return ApiError(
+        507,
+        "insufficient_storage",
+        "the server has no room to store the upload right now; retry later",
+    )
+
+
+def _busy(full: QueueFull) -> ApiError:
     return ApiError(
         503,
         "busy",
-        f"the server is busy (every worker and queue slot is taken); retry in {retry_after} s",
-        {"Retry-After": str(retry_after)},
+        f"the server is busy ({full.reason}); retry in {full.retry_after} s",
+        {"Retry-After": str(full.retry_after)},
     )

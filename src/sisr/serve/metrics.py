@@ -91,6 +91,9 @@ class Metrics:
             "sisr_jobs_in_flight": "Jobs running on a worker.",
             "sisr_workers": "Size of the worker pool.",
             "sisr_queue_capacity": "Unfinished jobs accepted at once (workers + queue).",
+            "sisr_uploads_in_progress": "Uploads streaming in (each holds a queue slot).",
+            "sisr_upload_bytes_held": "Bytes of uploads in progress and of undecoded jobs.",
+            "sisr_queue_bytes": "Most bytes uploads may hold at once (--queue-bytes).",
         }
         for name, value in self._gauges().items():
             lines += [f"# HELP {name} {help_text.get(name, name)}", f"# TYPE {name} gauge"]

@@ -1,5 +1,5 @@
-"""Training checkpoints: everything needed for an exact resume, readable with
-``torch.load(weights_only=True)``.
+"""Training checkpoints: everything needed for an exact resume, plain data only (what
+``torch.load(weights_only=True)`` accepts; sisr reads them with its own checked reader).
 
 A checkpoint is a dict of tensors, dicts, lists, numbers, strings and ``None``
 only (no pickled objects), so loading never executes code:
@@ -40,6 +40,11 @@ from sisr.io.atomic import atomic_path
 
 FORMAT = "sisr.train.checkpoint"
 VERSION = 1
+# What to do with weights that are not a sisr checkpoint (the safe way in: no pickle).
+_FOREIGN_HINT = (
+    "for weights from elsewhere, convert them first (sisr convert {path} OUT.safetensors) "
+    "and pass the .safetensors file"
+)
 
 
 # --- RNG states as plain data -----------------------------------------------------------
@@ -118,16 +123,25 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint safely (``weights_only``); WeightsError when it is not one."""
+    """Read a checkpoint safely; WeightsError (sisr's own one-line message) when it is not one.
+
+    Read by :func:`sisr.hub.torchfile.read_torch_file` in strict mode: tensors and plain
+    data only (as ``torch.load(weights_only=True)``), every size checked before it is
+    allocated, and torch's own error text (with its advice to disable the safe loader)
+    never shown.
+    """
+    from sisr.hub.torchfile import read_torch_file
+
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, foreign pickle, ...
-        raise WeightsError(f"{path}: not a readable training checkpoint ({exc})") from exc
+    state = read_torch_file(
+        path, strict=True, hint=_FOREIGN_HINT.format(path=path), what="training checkpoint"
+    )
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise WeightsError(f"{path}: not a sisr training checkpoint")
+        raise WeightsError(
+            f"{path}: not a sisr training checkpoint; {_FOREIGN_HINT.format(path=path)}"
+        )
     if state.get("version") != VERSION:
         raise WeightsError(f"{path}: checkpoint version {state.get('version')} is not supported")
     return state

@@ -484,8 +484,24 @@ def _index(node: list[Any], part: str, where: str) -> int:
     return int(part)
 
 
+_SISR_DATA = re.compile(r"\$(\{SISR_DATA\}|SISR_DATA\b)")
+
+
 def expand_path(value: str, key: str) -> Path:
-    """Expand ``~`` and ``${VAR}``; an unset variable is an error naming the recipe key."""
+    """Expand ``~`` and ``${VAR}``; an unset variable is an error naming the recipe key.
+    An unset ``SISR_DATA`` is looked for where ``sisr eval`` looks (``../shared/data``
+    beside the working folder or the checkout), so both commands find the same data."""
+    if not os.environ.get("SISR_DATA") and _SISR_DATA.search(value):
+        from sisr.data.benchmarks import data_root_candidates
+
+        found = [root for root in data_root_candidates() if root.is_dir()]
+        if not found:
+            where = ", ".join(str(r) for r in data_root_candidates())
+            raise ConfigError(
+                f"{key}: {value!r} uses SISR_DATA, which is not set, and no data folder was "
+                f"found in {where}; set SISR_DATA to the folder holding train/ and benchmarks/"
+            )
+        value = _SISR_DATA.sub(lambda _: str(found[0]), value)
     expanded = os.path.expanduser(os.path.expandvars(value))
     missing = re.findall(r"\$\{?(\w+)\}?", expanded)
     if missing:

@@ -66,6 +66,8 @@ CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
 BEST = "best.pt"
 WEIGHTS = "model.safetensors"
+# Seconds after which the first training line is printed even before ``log.interval``.
+FIRST_LINE_SECONDS = 3.0
 
 
 @dataclass
@@ -697,6 +699,7 @@ class Trainer:
         window_parts: dict[str, Tensor] = {}
         window_n = 0
         t_window = time.monotonic()
+        first_line_due = True
         last_rate = self.schedule.apply(self.iteration)
         budget = r.budget
         if budget is not None:
@@ -745,8 +748,12 @@ class Trainer:
                 window_n += 1
                 self.log.progress(1, value, last_rate)
                 it = self.iteration
-                if it % r.log.interval == 0 or it == total:
-                    now = time.monotonic()
+                now = time.monotonic()
+                # The first line comes within seconds, whatever the interval: a user who
+                # just started a run wants to see it moving and how fast.
+                early = first_line_due and now - t_window >= FIRST_LINE_SECONDS
+                if it % r.log.interval == 0 or it == total or early:
+                    first_line_due = False
                     means = {k: float(v) / window_n for k, v in window_parts.items()}
                     its = window_n / max(now - t_window, 1e-9)
                     if budget is not None:
