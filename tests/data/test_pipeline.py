@@ -16,6 +16,7 @@ from sisr.data import (
     PlainLoaderBatcher,
     dihedral,
     div2k_pairs,
+    folder_pairs,
     open_decoded,
 )
 from sisr.data.pipeline import gather_patches
@@ -287,3 +288,34 @@ def test_cuda_path_matches_cpu_path() -> None:
         (lc, hc), (lg, hg) = cpu.next_batch(), gpu.next_batch()
         assert lg.is_cuda and hg.is_cuda
         assert torch.equal(hc, hg.cpu()) and torch.equal(lc, lg.cpu())
+
+
+def test_your_own_pairs_matched_by_name_and_checked_against_the_scale(tmp_path: Path) -> None:
+    """Issue 21, item 4: `data.pairs` folders, matched by name whatever the extension or an
+    `x<s>` suffix, in sub-folders too; every mismatch listed before anything is decoded."""
+    s = 2
+    rng = np.random.default_rng(9)
+    for name, (h, w) in {"a": (10, 12), "sub/b": (9, 14), "c": (11, 11)}.items():
+        lr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        _png(tmp_path / "hr" / f"{name}.png", lr.repeat(s, axis=0).repeat(s, axis=1))
+        lr_name = f"{name}x2.png" if name == "c" else f"{name}.bmp"
+        _png(tmp_path / "lr" / lr_name, lr)
+    hr_list, lr_list = folder_pairs(tmp_path / "hr", tmp_path / "lr", s)
+    assert [p.name for p in hr_list.files] == ["a.png", "c.png", "b.png"]
+    assert [p.name for p in lr_list.files] == ["a.bmp", "cx2.png", "b.bmp"]
+    hr_set = open_decoded(hr_list, cache_dir=tmp_path / "cache")
+    lr_set = open_decoded(lr_list, cache_dir=tmp_path / "cache")
+    b = PatchBatcher(hr_set, lr_images=lr_set, scale=s, lr_patch=5, batch_size=8, seed=1)
+    lr, hr = b.next_batch()
+    assert torch.equal(hr, lr.repeat_interleave(s, dim=-2).repeat_interleave(s, dim=-1))
+
+    (tmp_path / "lr" / "cx2.png").rename(tmp_path / "lr" / "c.png")
+    with pytest.raises(
+        ConfigError,
+        match=r"3 of 3 pairs do not match at x4: a \(HR 24x20, LR 12x10, x4 needs 6x5\)",
+    ):
+        folder_pairs(tmp_path / "hr", tmp_path / "lr", 4)
+    _png(tmp_path / "lr" / "d.png", np.zeros((4, 4, 3), np.uint8))
+    (tmp_path / "lr" / "a.bmp").unlink()
+    with pytest.raises(ConfigError, match=r"no LR in .* for a; no HR in .* for d"):
+        folder_pairs(tmp_path / "hr", tmp_path / "lr", s)

@@ -47,7 +47,7 @@ def test_minimal_defaults() -> None:
         ({"optim": {"name": "rmsprop"}}, "optim.name: must be one of adam, adamw, sgd"),
         ({"data": {"train": ["x"], "on_device": 1}}, "data.on_device: must be one of"),
         ({"data": {"train": "x"}}, "data.train: expected a list"),
-        ({"data": {"train": []}}, "data.train: give either folders"),
+        ({"data": {"train": []}}, "data.train: give one of: folders"),
         ({"compile": "yes"}, "compile: expected true or false"),
         ({"iterations": 0}, "iterations: must be >= 1"),
         ({"schedule": {"name": "multistep"}}, "schedule.milestones: multistep needs milestones"),

@@ -320,3 +320,28 @@ def test_first_progress_line_comes_within_seconds_not_after_the_interval(
     monkeypatch.setattr("sisr.train.loop.FIRST_LINE_SECONDS", 1e9)
     train(load_recipe(recipe), tmp_path / "run2")
     assert sorted(_losses(tmp_path / "run2" / "train.log")) == [3, 6, 7]
+
+
+def test_trains_on_your_own_pairs(
+    make_recipe: Callable[..., Path], tiny_data: Path, tmp_path: Path
+) -> None:
+    """Issue 21, item 4: `data.pairs: {hr, lr}` trains on the LR files as they are."""
+    import numpy as np
+    from PIL import Image
+
+    from sisr.degrade import imresize_uint8
+
+    for src in sorted((tiny_data / "train").glob("*.png")):
+        hr = torch.from_numpy(np.asarray(Image.open(src).convert("RGB"))).permute(2, 0, 1)
+        hr = hr[:, : hr.shape[1] // 2 * 2, : hr.shape[2] // 2 * 2]
+        (tmp_path / "hr").mkdir(exist_ok=True)
+        (tmp_path / "lr").mkdir(exist_ok=True)
+        Image.fromarray(hr.permute(1, 2, 0).numpy()).save(tmp_path / "hr" / src.name)
+        lr = imresize_uint8(hr, scale=0.5).permute(1, 2, 0).numpy()
+        Image.fromarray(lr).save(tmp_path / "lr" / f"{src.stem}.jpg", quality=60)
+    pairs = {"hr": str(tmp_path / "hr"), "lr": str(tmp_path / "lr")}
+    recipe = make_recipe(iterations=3, data={"train": [], "pairs": pairs}, val={"datasets": []})
+    out = tmp_path / "run"
+    train(load_recipe(recipe), out)
+    assert "4 images (0.0 MiB decoded), LR from the paired files" in (out / "train.log").read_text()
+    assert (out / WEIGHTS).is_file()

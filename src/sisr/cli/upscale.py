@@ -51,7 +51,28 @@ def register(subparsers: Any) -> None:
         "(default: 'default', the built-in SPAN-t; 'fast' is ESPCN)",
     )
     p.add_argument(
-        "-s", "--scale", type=int, default=None, help="pick the weights of this scale (2, 3, 4)"
+        "-s",
+        "--scale",
+        type=float,
+        default=None,
+        help=(
+            "output scale: 2, 3, 4 pick those weights; any other factor up to 16 (1.5, 3.2, 8) "
+            "runs the smallest trained scale that reaches it (or two passes, x4 then x2 for "
+            "x8) and resizes to the exact size"
+        ),
+    )
+    p.add_argument(
+        "--width", type=int, default=None, metavar="W", help="output width (aspect kept)"
+    )
+    p.add_argument(
+        "--height", type=int, default=None, metavar="H", help="output height (aspect kept)"
+    )
+    p.add_argument(
+        "--max-side",
+        type=int,
+        default=None,
+        metavar="N",
+        help="longest output side (aspect kept); with --width/--height the output fits all",
     )
     p.add_argument(
         "-t",
@@ -152,7 +173,10 @@ def run(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         batch=args.batch,
     )
-    if args.runtime == "onnxruntime":
+    target = _any_size_target(args)
+    if target is not None:
+        up = _any_size_upscaler(args, target, device, options)
+    elif args.runtime == "onnxruntime":
         up = _onnx_upscaler(args, device, options)
     else:
         from sisr.export.graphs import graph_upscaler  # a .pt / .pt2 from `sisr export`
@@ -164,6 +188,74 @@ def run(args: argparse.Namespace) -> int:
             )
     with _sigterm_as_interrupt():
         return _run_jobs(args, up, jobs, rank, world)
+
+
+def _any_size_target(args: argparse.Namespace) -> Any:
+    """The :class:`~sisr.infer.any_size.Target` when the size asked for is not one trained
+    scale of the model (a factor like 1.5 or 8, --width / --height / --max-side), else None
+    (and ``args.scale`` becomes that integer scale)."""
+    from sisr.infer.any_size import Target
+
+    sides = (args.width, args.height, args.max_side)
+    if any(v is not None for v in sides):
+        return Target(args.scale, *sides).check()
+    if args.scale is None:
+        return None
+    target = Target(args.scale).check()
+    if float(args.scale).is_integer() and int(args.scale) in _scales_of(
+        args.model, int(args.scale)
+    ):
+        args.scale = int(args.scale)
+        return None
+    return target
+
+
+def _scales_of(model: str, wanted: int | None = None) -> list[int]:
+    """The trained scales of a model family (``default`` -> 2, 3, 4); bicubic has all; a
+    file or an unknown name: ``wanted`` (its loader checks it)."""
+    import re
+    from pathlib import Path
+
+    from sisr.hub import names
+
+    if Path(model).is_file():
+        return [wanted] if wanted is not None else []
+    if names.BICUBIC_NAME.match(f"{model}-x2"):
+        return [2, 3, 4, 8]
+    m = re.fullmatch(r"(.+)-x(\d+)", model)
+    if m is not None:
+        return [int(m.group(2))]
+    found = [
+        int(v.group(1))
+        for v in (re.fullmatch(rf"{re.escape(model)}-x(\d+)", k) for k in names.WEIGHTS)
+        if v is not None
+    ]
+    return sorted(found) or ([wanted] if wanted is not None else [])
+
+
+def _any_size_upscaler(
+    args: argparse.Namespace, target: Any, device: str, options: dict[str, Any]
+) -> Any:
+    from pathlib import Path
+
+    from sisr.infer import Upscaler
+    from sisr.infer.any_size import AnySize
+
+    if args.runtime == "onnxruntime":
+        raise ConfigError("--runtime onnxruntime runs the graph's own scale; -s 1.5, --width ...")
+    if Path(args.model).is_file():
+        one = Upscaler.from_name(args.model, device=device, progress=not args.quiet, **options)
+        return AnySize(lambda s: one, [one.scale], target)
+    scales = _scales_of(args.model)
+    if not scales:
+        raise ConfigError(f"model {args.model!r}: no trained scales found for {target.describe()}")
+
+    def get(scale: int) -> Any:
+        return Upscaler.from_name(
+            args.model, scale=scale, device=device, progress=not args.quiet, **options
+        )
+
+    return AnySize(get, scales, target)
 
 
 def _onnx_upscaler(args: argparse.Namespace, device: str, options: dict[str, Any]) -> Any:

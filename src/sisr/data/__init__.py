@@ -5,7 +5,7 @@
 
 from sisr.data.cache import DecodedSet, DeviceSet, default_cache_dir, open_decoded
 from sisr.data.pipeline import PatchBatcher, PlainLoaderBatcher, dihedral
-from sisr.data.sources import ImageList, div2k_pairs, hr_folders, list_images
+from sisr.data.sources import ImageList, div2k_pairs, folder_pairs, hr_folders, list_images
 
 __all__ = [
     "DecodedSet",
@@ -16,6 +16,7 @@ __all__ = [
     "default_cache_dir",
     "dihedral",
     "div2k_pairs",
+    "folder_pairs",
     "hr_folders",
     "list_images",
     "open_decoded",

@@ -13,6 +13,9 @@ blur_down (BD)            RDN's BD: 7x7 Gaussian (sigma 1.6, replicate), keep ev
 bicubic_noise30 (DN)      RDN's DN: bicubic, then + N(0, 30^2) on 0..255, rounded
 blur_aniso_noise          "unknown"-like (SRMD's general model): a random anisotropic
   (unknown)               Gaussian blur per image, s-fold decimation, random noise 0..10
+second_order (real)       real photos (Real-ESRGAN's two-stage chain): blur, resize, noise,
+                          JPEG, twice, then resize and JPEG (:mod:`sisr.degrade.second_order`)
+second_order_mild         the same chain with milder ranges (ordinary photos)
 ========================  ==========================================================
 """
 
@@ -26,6 +29,7 @@ from torch import Tensor
 
 from sisr.degrade.bicubic import imresize_uint8
 from sisr.degrade.ops import add_gaussian_noise, blur_down, jpeg, random_blur_down_noise
+from sisr.degrade.second_order import MILD_FIRST, MILD_SECOND, second_order
 
 __all__ = ["ALIASES", "DEGRADATIONS", "Degradation", "get_degradation"]
 
@@ -81,6 +85,10 @@ def _random_blur_noise(hr: Tensor, scale: int, generator: torch.Generator | None
     return random_blur_down_noise(hr, scale, generator)
 
 
+def _second_order_mild(hr: Tensor, scale: int, generator: torch.Generator | None) -> Tensor:
+    return second_order(hr, scale, generator, (MILD_FIRST, MILD_SECOND))
+
+
 def _entries() -> list[Degradation]:
     return [
         Degradation("bicubic", "MATLAB bicubic downscale (BI), bit-exact", _bicubic),
@@ -101,6 +109,18 @@ def _entries() -> list[Degradation]:
             _random_blur_noise,
             random=True,
         ),
+        Degradation(
+            "second_order",
+            "real photos: blur, resize, noise, JPEG twice, then resize and JPEG (Real-ESRGAN)",
+            second_order,
+            random=True,
+        ),
+        Degradation(
+            "second_order_mild",
+            "ordinary photos: the second-order chain with milder blur, noise and JPEG",
+            _second_order_mild,
+            random=True,
+        ),
     ]
 
 
@@ -112,6 +132,7 @@ ALIASES: dict[str, str] = {
     "BD": "blur_down",
     "DN": "bicubic_noise30",
     "UNKNOWN": "blur_aniso_noise",
+    "REAL": "second_order",
 }
 
 

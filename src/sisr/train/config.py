@@ -48,12 +48,23 @@ class ModelConfig:
 
 
 @dataclass
+class PairsConfig:
+    """Your own image pairs: a folder of HR images and one of their LR versions (from your
+    camera, scanner, ...), matched by file name (``a.png`` with ``a.jpg`` or ``ax2.png``)."""
+
+    hr: str
+    lr: str
+
+
+@dataclass
 class DataConfig:
-    """Training data: folders of HR images or a DIV2K root, cut into random patches.
+    """Training data: folders of HR images, paired folders or a DIV2K root, cut into random
+    patches.
 
     ``train``: folders of HR images (LR made on the fly by ``degradation``);
-    ``div2k``: a DIV2K root instead, paired with its own ``DIV2K_train_LR_<div2k_kind>``
-    images; ``cache_dir``: where decoded images are cached (default: sisr's cache);
+    ``pairs``: ``{hr: DIR, lr: DIR}`` instead, LR images taken as they are (sizes checked
+    against the scale before training); ``div2k``: a DIV2K root instead, paired with its own
+    ``DIV2K_train_LR_<div2k_kind>`` images; ``cache_dir``: where decoded images are cached (default: sisr's cache);
     ``batch_size``: per process (DDP multiplies it by the number of ranks);
     ``sampling``: ``area`` (every patch position equally likely) or ``uniform`` (every
     image equally likely); ``loader``: ``patch`` (batched tensor ops on the device) or
@@ -63,6 +74,7 @@ class DataConfig:
     """
 
     train: list[str] = field(default_factory=list)
+    pairs: PairsConfig | None = None
     div2k: str | None = None
     div2k_kind: str = "bicubic"
     cache_dir: str | None = None
@@ -77,9 +89,10 @@ class DataConfig:
 
     def check(self, path: str) -> None:
         _require(
-            bool(self.train) != (self.div2k is not None),
+            sum((bool(self.train), self.pairs is not None, self.div2k is not None)) == 1,
             f"{path}.train",
-            "give either folders of HR images (data.train) or a DIV2K root (data.div2k)",
+            "give one of: folders of HR images (data.train), paired folders "
+            "(data.pairs: {hr: DIR, lr: DIR}) or a DIV2K root (data.div2k)",
         )
         _require(self.workers >= 0, f"{path}.workers", f"must be >= 0, got {self.workers}")
         _require(self.lr_patch >= 4, f"{path}.lr_patch", f"must be >= 4, got {self.lr_patch}")

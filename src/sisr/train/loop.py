@@ -341,7 +341,7 @@ class Trainer:
     def _make_batcher(self) -> Any:
         from sisr.data.cache import open_decoded
         from sisr.data.pipeline import PatchBatcher, PlainLoaderBatcher
-        from sisr.data.sources import div2k_pairs, hr_folders
+        from sisr.data.sources import div2k_pairs, folder_pairs, hr_folders
 
         d = self.recipe.data
         cache_dir = expand_path(d.cache_dir, "data.cache_dir") if d.cache_dir else None
@@ -349,6 +349,14 @@ class Trainer:
         if d.div2k is not None:
             root = expand_path(d.div2k, "data.div2k")
             hr_list, lr_list = div2k_pairs(root, self.recipe.model.scale, kind=d.div2k_kind)
+            hr_set = open_decoded(hr_list, cache_dir=cache_dir, progress=self.dist.is_main)
+            lr_set = open_decoded(lr_list, cache_dir=cache_dir, progress=self.dist.is_main)
+        elif d.pairs is not None:
+            hr_list, lr_list = folder_pairs(
+                expand_path(d.pairs.hr, "data.pairs.hr"),
+                expand_path(d.pairs.lr, "data.pairs.lr"),
+                self.recipe.model.scale,
+            )
             hr_set = open_decoded(hr_list, cache_dir=cache_dir, progress=self.dist.is_main)
             lr_set = open_decoded(lr_list, cache_dir=cache_dir, progress=self.dist.is_main)
         else:
@@ -383,8 +391,10 @@ class Trainer:
             batcher = PatchBatcher(hr_set, device=self._batch_device, **common)
             where = f"patches cut on {self._batch_device}"
         n = len(hr_set)
+        # what the LR is: the user's own files, or made from HR patches on the fly
+        lr_from = "LR from the paired files" if lr_set is not None else f"LR by {d.degradation}"
         self.log.info(
-            f"data: {n} images ({hr_set.nbytes / 2**20:.1f} MiB decoded), {where}; "
+            f"data: {n} images ({hr_set.nbytes / 2**20:.1f} MiB decoded), {lr_from}, {where}; "
             f"batch {d.batch_size} x {self.dist.world_size} rank(s) of {d.lr_patch} px LR patches"
         )
         if batcher.excluded:
