@@ -203,6 +203,37 @@ def plan_jobs(
     return jobs
 
 
+def _read_any(path: Path) -> Any:
+    """An animated GIF / WebP / PNG as an :class:`~sisr.io.animation.Animation` (every
+    frame), anything else as a :class:`~sisr.io.image.NativeImage`."""
+    from sisr.io.animation import frame_count, read_animation
+    from sisr.io.image import read_native
+
+    return read_animation(path) if frame_count(path) > 1 else read_native(path)
+
+
+def upscale_animation(upscaler: Any, anim: Any, bars: bool = False, label: str = "") -> Any:
+    """Every frame of ``anim`` upscaled (alpha too when any frame has it); durations and
+    the loop count are kept."""
+    import numpy as np
+
+    from sisr.io.animation import Animation
+
+    h, w = anim.frames[0].shape[:2]
+    tiles = upscaler.tile_count(h, w, gray=False, has_alpha=anim.has_alpha)
+    bar = _bar(tiles * len(anim.frames), label, bars, 1, False, "tile")
+    frames = []
+    try:
+        for f in anim.frames:
+            alpha = f[..., 3] if anim.has_alpha else None
+            color, alpha = upscaler.upscale_arrays(f[..., :3], alpha, progress=bar.update)
+            a = alpha if alpha is not None else np.full(color.shape[:2], 255, np.uint8)
+            frames.append(np.dstack([np.asarray(color), np.asarray(a)]))
+    finally:
+        bar.close()
+    return Animation(frames, list(anim.durations), anim.loop, anim.has_alpha)
+
+
 def _check_name_part(part: str, what: str) -> None:
     """A text that becomes part of a file name must not name another folder: separators,
     ``..``, NUL and control characters would let it steer a write outside ``-o``."""
@@ -349,7 +380,8 @@ def run_jobs(
     from sisr.io.encode import PNG_LEVEL_DEFAULT
 
     level = PNG_LEVEL_DEFAULT if png_level is None else int(png_level)
-    from sisr.io.image import read_native, write_pixels
+    from sisr.io.animation import Animation, write_animation
+    from sisr.io.image import write_pixels
 
     summary = Summary()
     # Every line names a file, and file names may hold newlines or escape codes.
@@ -386,6 +418,9 @@ def run_jobs(
         overall.update(1)
 
     def write(job: Job, color: Any, alpha: Any, meta: Any) -> None:
+        if isinstance(color, Animation):
+            write_animation(job.dst, color, format=pil_format)
+            return
         write_pixels(
             job.dst,
             color,
@@ -413,7 +448,7 @@ def run_jobs(
     ):
         pending_write: tuple[Job, Future[None]] | None = None
         reads: Iterator[tuple[Job, Future[Any]]] = (
-            (job, reader.submit(read_native, job.src)) for job in todo
+            (job, reader.submit(_read_any, job.src)) for job in todo
         )
         nxt = next(reads, None)
         try:
@@ -426,6 +461,18 @@ def run_jobs(
                     fail(job, exc)
                 nxt = next(reads, None)  # decode the next file while this one runs
                 if img is None:
+                    continue
+                if isinstance(img, Animation):
+                    try:
+                        anim = upscale_animation(upscaler, img, bars, _short(job.src))
+                    except Exception as exc:
+                        fail(job, exc)
+                        continue
+                    del img
+                    if pending_write is not None:
+                        finish_write(*_wait(pending_write))
+                    pending_write = (job, writer.submit(write, job, anim, None, None))
+                    del anim
                     continue
                 meta = img.meta
                 has_alpha = img.alpha is not None
