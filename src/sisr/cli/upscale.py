@@ -132,6 +132,18 @@ def register(subparsers: Any) -> None:
         metavar="L",
         help="PNG compression 0-9 (default 1: Sub filter + zlib 1, fast; 6: the former default; 9: smallest files)",
     )
+    p.add_argument(
+        "--video-codec",
+        default="libx264",
+        help="encoder for video outputs: libx264 (default), libx265, libvpx-vp9, libsvtav1",
+    )
+    p.add_argument(
+        "--crf",
+        type=int,
+        default=18,
+        help="video quality (constant rate factor, lower is better; default 18)",
+    )
+    p.add_argument("--preset", default="medium", help="x264/x265 speed preset (medium)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -148,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--quality must be in 1..100, got {args.quality}")
     if args.png_level is not None and not 0 <= args.png_level <= 9:
         raise ConfigError(f"--png-level must be in 0..9, got {args.png_level}")
+    if not 0 <= args.crf <= 63:
+        raise ConfigError(f"--crf must be in 0..63, got {args.crf}")
     tile = parse_tile(args.tile)
     from sisr.io import get_max_pixels
 
@@ -315,6 +329,7 @@ def _run_jobs(args: argparse.Namespace, up: Any, jobs: list[Any], rank: int, wor
         quality=args.quality,
         progress=show,
         png_level=args.png_level,
+        video={"codec": args.video_codec, "crf": args.crf, "preset": args.preset},
     )
     print(f"sisr upscale: {who}{summary.line()}", file=sys.stderr)
     return 0 if summary.ok else 1

@@ -31,6 +31,8 @@ from sisr.errors import SisrError, printable
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".jpe", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 )
+# Videos (sisr.io.video; the same list, kept here so planning needs no PyAV).
+VIDEO_SUFFIXES: frozenset[str] = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
 # Output formats (--format) and the suffix each writes.
 FORMAT_SUFFIX: dict[str, str] = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif"}
 # Input suffixes we also write (same format out); anything else becomes PNG.
@@ -72,7 +74,13 @@ class Summary:
 
 
 def is_image_name(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    """An image or a video file name (videos go through :mod:`sisr.io.video`)."""
+    suffix = path.suffix.lower()
+    return (suffix in IMAGE_SUFFIXES or suffix in VIDEO_SUFFIXES) and not path.name.startswith(".")
+
+
+def is_video_name(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
 
 
 def collect_inputs(
@@ -147,6 +155,8 @@ def _glob_root(pattern: str) -> Path:
 
 
 def output_suffix(src: Path, fmt: str | None) -> str:
+    if is_video_name(src):
+        return src.suffix.lower()  # --format is for images; a video stays a video
     if fmt is not None:
         return FORMAT_SUFFIX[fmt]
     suffix = src.suffix.lower()
@@ -180,6 +190,13 @@ def plan_jobs(
         raise SisrError(f"{os.fspath(input_spec)}: no image files found")
     if not is_folder:
         writable = ", ".join(sorted(_WRITABLE))
+        if root is None and is_video_name(files[0]):
+            if not is_video_name(out):
+                raise SisrError(
+                    f"{text}: the input is a video, so the output must be a video file name "
+                    f"({', '.join(sorted(VIDEO_SUFFIXES))}) or a folder"
+                )
+            return [Job(files[0], out)]
         if root is None and out.suffix.lower() in _WRITABLE:
             if fmt is not None and output_suffix(out, None) not in _SAME_FORMAT[fmt]:
                 raise SisrError(f"{out}: the suffix does not match --format {fmt}")
@@ -203,13 +220,44 @@ def plan_jobs(
     return jobs
 
 
+@dataclass(frozen=True)
+class _Video:
+    """A video job: decoded, upscaled and encoded frame by frame in the main loop."""
+
+    path: Path
+
+
 def _read_any(path: Path) -> Any:
     """An animated GIF / WebP / PNG as an :class:`~sisr.io.animation.Animation` (every
-    frame), anything else as a :class:`~sisr.io.image.NativeImage`."""
+    frame), a video as a :class:`_Video` (read as it goes), anything else as a
+    :class:`~sisr.io.image.NativeImage`."""
     from sisr.io.animation import frame_count, read_animation
     from sisr.io.image import read_native
 
+    if is_video_name(path):
+        return _Video(path)
     return read_animation(path) if frame_count(path) > 1 else read_native(path)
+
+
+def upscale_video(
+    upscaler: Any, job: Job, bars: bool = False, label: str = "", **encode: Any
+) -> int:
+    """Every frame of ``job.src`` upscaled into ``job.dst`` (audio copied); the frame count.
+    ``encode``: codec / crf / preset for :func:`sisr.io.video.transcode`."""
+    from sisr.io.video import probe, transcode
+
+    info = probe(job.src)
+    bar = _bar(info.frames or 0, label, bars, 1, False, "frame")
+    try:
+        return transcode(
+            job.src,
+            job.dst,
+            lambda rgb: upscaler.upscale_arrays(rgb)[0],
+            progress=bar.update,
+            **encode,
+        )
+    finally:
+        bar.close()
 
 
 def upscale_animation(upscaler: Any, anim: Any, bars: bool = False, label: str = "") -> Any:
@@ -372,11 +420,13 @@ def run_jobs(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     png_level: int | None = None,
+    video: dict[str, Any] | None = None,
 ) -> Summary:
     """Upscale every job; failures are collected, never raised (except interrupts).
 
     ``png_level`` (0..9, default :data:`sisr.io.encode.PNG_LEVEL_DEFAULT`) only trades PNG
-    writing speed against file size (:func:`sisr.io.encode.png_settings`)."""
+    writing speed against file size (:func:`sisr.io.encode.png_settings`); ``video``: the
+    encoder settings of video jobs (codec, crf, preset; :func:`upscale_video`)."""
     from sisr.io.encode import PNG_LEVEL_DEFAULT
 
     level = PNG_LEVEL_DEFAULT if png_level is None else int(png_level)
@@ -461,6 +511,15 @@ def run_jobs(
                     fail(job, exc)
                 nxt = next(reads, None)  # decode the next file while this one runs
                 if img is None:
+                    continue
+                if isinstance(img, _Video):
+                    try:
+                        upscale_video(upscaler, job, bars, _short(job.src), **(video or {}))
+                    except Exception as exc:
+                        fail(job, exc)
+                        continue
+                    summary.done.append(job.src)
+                    overall.update(1)
                     continue
                 if isinstance(img, Animation):
                     try:
