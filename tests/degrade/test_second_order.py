@@ -84,3 +84,13 @@ def test_mild_ranges_degrade_less_than_the_papers() -> None:
     mild = get_degradation("second_order_mild").apply(hr, 2, torch.Generator().manual_seed(0))
     assert mild.shape == (24, 3, 48, 48)
     assert float((mild.float() - clean).abs().mean()) < float(paper)
+
+
+def test_clean_share_gets_the_plain_bicubic_lr() -> None:
+    hr = _photo(40, 96, seed=3)
+    clean = imresize_uint8(hr, size=(48, 48))
+    all_clean = second_order(hr, 2, torch.Generator().manual_seed(0), clean_prob=1.0)
+    assert torch.equal(all_clean, clean)
+    mild = get_degradation("second_order_mild").apply(hr, 2, torch.Generator().manual_seed(0))
+    same = sum(torch.equal(mild[i], clean[i]) for i in range(40))
+    assert 3 <= same <= 20  # a quarter, give or take the draw

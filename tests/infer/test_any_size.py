@@ -128,3 +128,16 @@ def test_cli_any_size_keeps_alpha_and_depth(tmp_path: Path) -> None:
     assert main([*base, "-o", str(tmp_path / "x.png"), "-s", "2", "--width", "40"]) == 2
     assert main([*base, "-o", str(tmp_path / "x.png"), "-s", "0.5"]) == 2
     assert not (tmp_path / "x.png").exists()
+
+
+def test_output_pixels_are_checked_before_any_work() -> None:
+    calls: list[int] = []
+
+    def get(scale: int) -> Upscaler:
+        calls.append(scale)
+        return Upscaler.from_name("bicubic", scale=scale, device="cpu", progress=False)
+
+    up = AnySize(get, [2, 4], Target(8), max_output_pixels=10_000)
+    with pytest.raises(ConfigError, match=r"x8 makes a 160x80 output of a 20x10 image, above"):
+        up.upscale_arrays(np.zeros((10, 20, 3), np.uint8))
+    assert calls == []

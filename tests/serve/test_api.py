@@ -169,8 +169,11 @@ def test_raw_body_scale_and_format(client: TestClient, rgb_png: bytes, tmp_path:
     [
         ("model=/etc/passwd", "unknown model '/etc/passwd'"),
         ("model=../src/sisr/hub/weights/espcn-x2.safetensors", "unknown model"),
-        ("scale=7", "has no x7"),
+        ("model=fast-x2&scale=3", "is x2, not x3"),
         ("scale=0", "scale"),
+        ("scale=17", "scale"),
+        ("scale=2&width=100", "not both"),
+        ("width=0", "width"),
         ("format=gif", "format"),
         ("quality=101", "quality"),
     ],
@@ -462,3 +465,30 @@ def test_default_family_is_served_with_its_measured_psnr() -> None:
     set5 = next(r["psnr_y"] for r in meta["metrics"] if r["dataset"] == "Set5")
     served = next(m for m in body["models"] if m["name"] == "default-x2")
     assert any(r.get("psnr") == pytest.approx(set5, abs=1e-3) for r in served["metrics"])
+
+
+def test_any_output_size(client: TestClient, rgb_png: bytes) -> None:
+    """Issue 21, item 2: a factor no weights have, or a width / height / longest side; the
+    download is named after it, and a size beyond x16 is refused."""
+    src = Image.open(io.BytesIO(rgb_png))
+    w, h = src.size
+    for query, size, tag in [
+        ("scale=1.5", (round(w * 1.5), round(h * 1.5)), "x1.5"),
+        ("scale=8", (w * 8, h * 8), "x8"),
+        (f"width={w * 3}", (w * 3, h * 3), f"w{w * 3}"),
+        (f"max_side={max(w, h) * 2 + 1}&height={h * 5}", None, None),
+    ]:
+        r = client.post(f"/v1/upscale?model=bicubic&{query}&filename=x.png", content=rgb_png)
+        assert r.status_code == 200, (query, r.text)
+        out = Image.open(io.BytesIO(r.content))
+        if size is not None:
+            assert out.size == size, query
+            assert f'filename="x_{tag}.png"' in r.headers["content-disposition"]
+        else:
+            assert max(out.size) == max(w, h) * 2 + 1
+    r = client.post("/v1/jobs?model=bicubic&scale=2.5", content=rgb_png)
+    assert r.status_code == 202 and r.json()["size"] == "x2.5"
+    assert client.delete(f"/v1/jobs/{r.json()['id']}").status_code == 200
+    big = client.post("/v1/upscale?model=bicubic&width=131072", content=rgb_png)
+    assert big.status_code == 422 and "more than x16" in error_of(big)["message"]
+    assert leftovers(client) == []

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from sisr.degrade.bicubic import imresize_uint8
 from sisr.degrade.ops import add_gaussian_noise, blur_down, jpeg, random_blur_down_noise
-from sisr.degrade.second_order import MILD_FIRST, MILD_SECOND, second_order
+from sisr.degrade.second_order import MILD_CLEAN, MILD_FIRST, MILD_SECOND, second_order
 
 __all__ = ["ALIASES", "DEGRADATIONS", "Degradation", "get_degradation"]
 
@@ -86,7 +86,7 @@ def _random_blur_noise(hr: Tensor, scale: int, generator: torch.Generator | None
 
 
 def _second_order_mild(hr: Tensor, scale: int, generator: torch.Generator | None) -> Tensor:
-    return second_order(hr, scale, generator, (MILD_FIRST, MILD_SECOND))
+    return second_order(hr, scale, generator, (MILD_FIRST, MILD_SECOND), MILD_CLEAN)
 
 
 def _entries() -> list[Degradation]:

@@ -24,7 +24,8 @@ Last, the image is resized to ``(ceil(H / s), ceil(W / s))`` (area / bilinear / 
 JPEG-compressed at quality 30..95, in either order (p 0.5 each). The ranges are the paper's
 (its sinc filter and Poisson noise are left out). ``second_order_mild`` (:data:`MILD_FIRST`,
 :data:`MILD_SECOND`) is the same chain with milder ranges: blur p 0.7 / 0.5 with sigmas up
-to 1.5 / 1.0, down to x0.5 / x0.7, noise up to 10 / 5, JPEG 40..95 / 50..95 (last 40..95). Resizes never go below
+to 1.5 / 1.0, down to x0.5 / x0.7, noise up to 10 / 5, JPEG 40..95 / 50..95 (last 40..95),
+and a quarter of the images get the plain MATLAB-bicubic LR (:data:`MILD_CLEAN`). Resizes never go below
 :data:`MIN_SIDE` pixels, so the blur's reflect padding always fits. Every draw comes from
 the ``torch.Generator`` given (CPU), so a seed gives the same LR wherever it runs.
 """
@@ -40,7 +41,16 @@ from torch import Tensor
 
 from sisr.degrade.ops import add_gaussian_noise, filter2d, gaussian_kernels, jpeg
 
-__all__ = ["FIRST", "MILD_FIRST", "MILD_SECOND", "MIN_SIDE", "SECOND", "Stage", "second_order"]
+__all__ = [
+    "FIRST",
+    "MILD_CLEAN",
+    "MILD_FIRST",
+    "MILD_SECOND",
+    "MIN_SIDE",
+    "SECOND",
+    "Stage",
+    "second_order",
+]
 
 MIN_SIDE = 24
 _MODES = ("area", "bilinear", "bicubic")
@@ -67,6 +77,7 @@ SECOND = Stage(0.8, (0.2, 1.5), 0.3, (1.0, 1.2), 0.4, (0.3, 1.0), (1.0, 25.0))
 # once or twice): heavy blur and noise teach a network to over-sharpen and over-smooth, which
 # costs it on everything that is not that damaged.
 MILD_FIRST = Stage(0.7, (0.2, 1.5), 0.2, (1.0, 1.3), 0.5, (0.5, 1.0), (0.5, 10.0), jpeg=(40, 95))
+MILD_CLEAN = 0.25
 MILD_SECOND = Stage(0.5, (0.2, 1.0), 0.2, (1.0, 1.2), 0.3, (0.7, 1.0), (0.5, 5.0), jpeg=(50, 95))
 
 
@@ -150,6 +161,7 @@ def second_order(
     scale: int,
     generator: torch.Generator | None = None,
     stages: tuple[Stage, Stage] = (FIRST, SECOND),
+    clean_prob: float = 0.0,
 ) -> Tensor:
     """Degrade uint8 HR images like real photos (module docstring).
 
@@ -157,7 +169,8 @@ def second_order(
     Returns uint8 (..., ceil(H/s), ceil(W/s)); each image draws its own parameters, in order,
     from ``generator``. ``stages``: the ranges of the two passes (the paper's by default,
     :data:`MILD_FIRST` / :data:`MILD_SECOND` for ordinary photos); the last JPEG uses the
-    first stage's quality range.
+    first stage's quality range. ``clean_prob``: the share of images given the plain
+    MATLAB-bicubic LR instead (so a photo model still knows what a clean image looks like).
     """
     squeeze = hr.dim() == 3
     hb = hr.unsqueeze(0) if squeeze else hr
@@ -166,6 +179,16 @@ def second_order(
             f"second_order needs images of at least {MIN_SIDE}x{MIN_SIDE} pixels, "
             f"got {tuple(hb.shape[-2:])}"
         )
-    y = torch.cat([_one(hb[i : i + 1].cpu(), scale, generator, stages) for i in range(hb.shape[0])])
+    from sisr.degrade.bicubic import imresize_uint8
+
+    out = []
+    for i in range(hb.shape[0]):
+        one = hb[i : i + 1].cpu()
+        if clean_prob > 0 and _chance(clean_prob, generator):
+            size = (-(-one.shape[-2] // scale), -(-one.shape[-1] // scale))
+            out.append(imresize_uint8(one, size=size))
+        else:
+            out.append(_one(one, scale, generator, stages))
+    y = torch.cat(out)
     y = y.to(hr.device)
     return y[0] if squeeze else y

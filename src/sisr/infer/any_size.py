@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -82,6 +84,13 @@ class Target:
             )
         return f
 
+    def tag(self) -> str:
+        """A file-name part: ``x1.5``, ``w1920``, ``w1920-h1080``, ``m2000``."""
+        if self.factor is not None:
+            return f"x{self.factor:g}"
+        parts = (("w", self.width), ("h", self.height), ("m", self.max_side))
+        return "-".join(f"{k}{v}" for k, v in parts if v is not None)
+
     def describe(self) -> str:
         if self.factor is not None:
             return f"x{self.factor:g}"
@@ -141,8 +150,16 @@ class AnySize:
     use (:meth:`tile_count`, :meth:`upscale_arrays`, :meth:`output_meta`).
     """
 
-    def __init__(self, get: Callable[[int], Any], scales: Sequence[int], target: Target) -> None:
+    def __init__(
+        self,
+        get: Callable[[int], Any],
+        scales: Sequence[int],
+        target: Target,
+        *,
+        max_output_pixels: int | None = None,
+    ) -> None:
         self.target = target.check()
+        self.max_output_pixels = max_output_pixels
         self.scales = sorted({int(s) for s in scales})
         self._get = get
         self._loaded: dict[int, Any] = {}
@@ -155,6 +172,13 @@ class AnySize:
         return self._loaded[scale]
 
     def passes(self, height: int, width: int) -> tuple[int, ...]:
+        """The network passes for an input of this size (the output size checked first)."""
+        out_h, out_w = self.target.size(height, width)
+        if self.max_output_pixels is not None and out_h * out_w > self.max_output_pixels:
+            raise ConfigError(
+                f"{self.target.describe()} makes a {out_w}x{out_h} output of a {width}x{height} "
+                f"image, above the limit of {self.max_output_pixels:,} pixels"
+            )
         return plan_passes(self.target.factor_for(height, width), self.scales)
 
     def __repr__(self) -> str:
@@ -179,6 +203,32 @@ class AnySize:
         color = resize_exact(color, out)
         alpha = None if alpha is None else resize_exact(alpha, out)
         return color, alpha
+
+    def upscale_file(
+        self,
+        src: str | os.PathLike[str],
+        dst: str | os.PathLike[str],
+        *,
+        format: str | None = None,
+        quality: int = 95,
+        progress: Callable[[int], None] | None = None,
+        on_start: Callable[[int], None] | None = None,
+        tick: Callable[[float], None] | None = None,
+    ) -> Path:
+        """As :meth:`Upscaler.upscale_file`, to the target size."""
+        from sisr.io.image import read_native, write_pixels
+
+        img = read_native(src)
+        h, w = img.meta.height, img.meta.width
+        if on_start is not None:
+            on_start(
+                self.tile_count(h, w, gray=img.color.ndim == 2, has_alpha=img.alpha is not None)
+            )
+        color, alpha = self.upscale_arrays(img.color, img.alpha, progress=progress, tick=tick)
+        meta = self.output_meta(img.meta)
+        del img
+        write_pixels(dst, color, alpha, meta=meta, format=format, quality=quality)
+        return Path(dst)
 
     def output_meta(self, meta: Any) -> Any:
         """dpi grows with the size on each axis (the printed size is kept)."""

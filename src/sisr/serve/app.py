@@ -39,6 +39,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sisr import __version__
+from sisr.errors import ConfigError
 from sisr.serve.catalog import Catalog
 from sisr.serve.config import ServeConfig
 from sisr.serve.jobs import (
@@ -282,6 +283,8 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
         tmp_dir=config.tmp_dir,
         on_finish=finished,
         byte_budget=budget,
+        # a size other than a trained scale: at most what a trained x4 gives the largest upload
+        max_output_pixels=16 * config.max_pixels,
     )
 
     def gauges() -> dict[str, float]:
@@ -403,7 +406,7 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
     async def intake(
         request: Request,
         model: str | None,
-        scale: int | None,
+        size: _Size,
         fmt: str | None,
         tta: bool,
         quality: int | None,
@@ -413,15 +416,17 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
         """Validate, store the upload in a fresh job folder and queue it (folder removed on
         any failure before the job owns it)."""
         try:
-            spec = cat.lookup(model, scale)
+            spec, target = _pick(cat, model, size)
         except LookupError as exc:
             raise ApiError(422, "unknown_model", str(exc)) from None
+        except ConfigError as exc:
+            raise ApiError(422, "invalid", str(exc)) from None
         try:
             # a slot before reading the upload at all; its bytes are counted as they come
             res = manager.reserve()
         except QueueFull as exc:
             raise _busy(exc) from None
-        asked = _Asked(fmt, tta, quality, filename, ttl)
+        asked = _Asked(fmt, tta, quality, filename, ttl, target)
         try:
             return await _store_and_submit(request, res, spec, asked)
         finally:
@@ -439,7 +444,7 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
     async def _store_and_submit(
         request: Request, res: Reservation, spec: Any, asked: _Asked
     ) -> Job:
-        fmt, tta, quality, filename, ttl = asked
+        fmt, tta, quality, filename, ttl, target = asked
         try:
             folder = manager.new_folder()
         except OSError as exc:
@@ -476,6 +481,7 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
                 out_suffix=output_suffix(stored, fmt),
                 quality=quality or config.quality,
                 filename=name,
+                target=target,
             )
             return manager.submit(folder, stored, req, ttl=ttl, reservation=res)
         except QueueFull as exc:
@@ -491,7 +497,8 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
         if job.state == State.DONE and job.dst.is_file():
             req = job.request
             suffix = job.dst.suffix
-            download = f"{Path(req.filename).stem}_x{req.spec.scale}{suffix}"
+            tag = f"x{req.spec.scale}" if req.target is None else req.target.tag()
+            download = f"{Path(req.filename).stem}_{tag}{suffix}"
             return FileResponse(
                 job.dst,
                 media_type=_MEDIA_TYPES.get(suffix, "application/octet-stream"),
@@ -578,14 +585,12 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
     )
     async def upscale(
         request: Request,
+        size: Annotated[_Size, Depends(_size)],
         model: Annotated[
             str | None,
             Query(
                 min_length=1, max_length=200, description="family or variant name (GET /v1/models)"
             ),
-        ] = None,
-        scale: Annotated[
-            int | None, Query(ge=1, le=16, description="picks the family's -xN")
         ] = None,
         format: Annotated[
             OutFormat | None, Query(description="output format; default: the input's")
@@ -598,7 +603,7 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
     ) -> Any:
         """Upscale one image and answer with it. Alpha, 16-bit, gray, ICC and EXIF are kept
         exactly as ``sisr upscale`` keeps them (the same code path)."""
-        job = await intake(request, model, scale, format, tta, quality, filename, ttl=60.0)
+        job = await intake(request, model, size, format, tta, quality, filename, ttl=60.0)
         done = asyncio.wrap_future(job.done)
         try:
             while not done.done():
@@ -623,20 +628,20 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
     )
     async def create_job(
         request: Request,
+        size: Annotated[_Size, Depends(_size)],
         model: Annotated[
             str | None,
             Query(
                 min_length=1, max_length=200, description="family or variant name (GET /v1/models)"
             ),
         ] = None,
-        scale: Annotated[int | None, Query(ge=1, le=16)] = None,
         format: Annotated[OutFormat | None, Query()] = None,
         tta: Annotated[bool, Query()] = False,
         quality: Annotated[int | None, Query(ge=1, le=100)] = None,
         filename: Annotated[str | None, Query()] = None,
     ) -> JSONResponse:
         """Queue an image (for large ones); poll ``GET /v1/jobs/{id}`` for progress."""
-        job = await intake(request, model, scale, format, tta, quality, filename, ttl=None)
+        job = await intake(request, model, size, format, tta, quality, filename, ttl=None)
         return JSONResponse(
             job.public(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}
         )
@@ -662,6 +667,54 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
     return app
 
 
+class _Size(NamedTuple):
+    scale: float | None
+    width: int | None
+    height: int | None
+    max_side: int | None
+
+
+def _size(
+    scale: Annotated[
+        float | None,
+        Query(
+            ge=1,
+            le=16,
+            description="2, 3, 4 pick the family's -xN; any other factor (1.5, 8) runs the "
+            "smallest trained scale that reaches it (or passes) and resizes exactly",
+        ),
+    ] = None,
+    width: Annotated[int | None, Query(ge=1, le=1 << 17, description="output width")] = None,
+    height: Annotated[int | None, Query(ge=1, le=1 << 17, description="output height")] = None,
+    max_side: Annotated[
+        int | None, Query(ge=1, le=1 << 17, description="longest output side")
+    ] = None,
+) -> _Size:
+    """The output size a request asks for (aspect kept for width / height / max_side)."""
+    return _Size(scale, width, height, max_side)
+
+
+def _pick(cat: Catalog, model: str | None, size: _Size) -> tuple[Any, Any]:
+    """(the variant, None) for a trained scale, else (the model's default variant, the
+    :class:`~sisr.infer.any_size.Target` to reach from it); LookupError for an unknown
+    model or a pinned variant asked for another integer scale."""
+    from sisr.infer.any_size import Target
+
+    scale, *sides = size
+    if any(v is not None for v in sides):
+        return cat.lookup(model, None), Target(scale, *sides).check()
+    if scale is None:
+        return cat.lookup(model, None), None
+    if float(scale).is_integer():
+        try:
+            return cat.lookup(model, int(scale)), None
+        except LookupError:
+            pinned = model is not None and model in cat.specs and model not in cat.families
+            if pinned:
+                raise
+    return cat.lookup(model, None), Target(scale).check()
+
+
 class _Asked(NamedTuple):
     """What a request asked for besides the model: output format, x8 TTA, quality, the
     name of a raw-body upload, and how long the result is kept (None: the job default)."""
@@ -671,6 +724,7 @@ class _Asked(NamedTuple):
     quality: int | None
     filename: str | None
     ttl: float | None
+    target: Any = None  # sisr.infer.any_size.Target, for a size no trained scale gives
 
 
 def _query_names(dependant: Any) -> Iterator[str]:

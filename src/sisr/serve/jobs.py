@@ -72,6 +72,14 @@ class Reservation:
     bytes: int = 0
 
 
+def _family_scales(catalog: Any, spec: ModelSpec) -> dict[int, ModelSpec]:
+    """The variants a size can be reached with: the family's, or the variant itself."""
+    fam = catalog.families.get(spec.family)
+    if fam is None or spec.key not in fam.variants.values():
+        return {spec.scale: spec}
+    return {s: catalog.specs[key] for s, key in fam.variants.items()}
+
+
 class _Stop(Exception):
     """Raised from the progress hook to unwind a running job (cancel or timeout)."""
 
@@ -83,6 +91,7 @@ class JobRequest:
     out_suffix: str
     quality: int
     filename: str  # the client's name for the upload, only used in messages and downloads
+    target: Any = None  # sisr.infer.any_size.Target for a size no trained scale gives
 
 
 @dataclass
@@ -125,6 +134,7 @@ class Job:
             "tiles_total": self.tiles_total,
             "model": self.request.spec.key,
             "scale": self.request.spec.scale,
+            "size": None if self.request.target is None else self.request.target.describe(),
             "tta": self.request.tta,
             "error": None
             if self.error is None
@@ -172,8 +182,10 @@ class JobManager:
         tmp_dir: str | None = None,
         on_finish: Callable[[Job], None] | None = None,
         byte_budget: int | None = None,
+        max_output_pixels: int | None = None,
     ) -> None:
         self.catalog = catalog
+        self.max_output_pixels = max_output_pixels
         self.workers = workers
         self.capacity = capacity
         self.byte_budget = byte_budget
@@ -399,6 +411,21 @@ class JobManager:
         with self._lock:
             job.held_bytes = 0
 
+    def _upscaler(self, req: JobRequest) -> Any:
+        """The variant's shared upscaler, or for another size the family's behind
+        :class:`~sisr.infer.any_size.AnySize` (output pixels checked before any work)."""
+        if req.target is None:
+            return self.catalog.upscaler(req.spec, tta=req.tta)
+        from sisr.infer.any_size import AnySize
+
+        variants = _family_scales(self.catalog, req.spec)
+        return AnySize(
+            lambda s: self.catalog.upscaler(variants[s], tta=req.tta),
+            list(variants),
+            req.target,
+            max_output_pixels=self.max_output_pixels,
+        )
+
     def _run(self, job: Job) -> None:
         with self._lock:
             if job.state != State.QUEUED:
@@ -429,7 +456,7 @@ class JobManager:
 
         state, status, message, code = State.DONE, None, None, None
         try:
-            up = self.catalog.upscaler(req.spec, tta=req.tta)
+            up = self._upscaler(req)
             self._check(job)
             # The CLI's own file path: read_native -> upscale_arrays -> write_pixels.
             up.upscale_file(
