@@ -153,4 +153,15 @@ def test_page_upscales_downloads_and_shows_the_result(
     shot.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # A factor no weights have: resized on the server, and the bicubic reference alike.
+    page.select_option("#scale", "1.5")
+    page.focus("#go")
+    page.keyboard.press("Enter")
+    want_w = round(src.meta.width * 1.5)
+    page.wait_for_function(
+        f"document.querySelector('#result-after').naturalWidth === {want_w}", timeout=60_000
+    )
+    assert page.evaluate("document.querySelector('#result-before').naturalWidth") == want_w
+    assert page.is_hidden("#error")
     page.close()

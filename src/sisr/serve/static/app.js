@@ -124,6 +124,8 @@ async function loadInfo() {
   updateButton();
 }
 
+const OTHER_SCALES = [1.5, 2.5, 3, 6, 8];
+
 function fillScales() {
   const fam = state.info.families.find((f) => f.name === $("model").value);
   const scale = $("scale");
@@ -137,7 +139,16 @@ function fillScales() {
     opt.textContent = `x${s}${psnr}`;
     scale.append(opt);
   }
-  if (fam) scale.value = fam.scales.includes(Number(keep)) ? keep : String(fam.default_scale);
+  // Other factors: the server runs the smallest trained scale that reaches them (or two
+  // passes) and resizes to the exact size.
+  for (const s of fam ? OTHER_SCALES.filter((v) => !fam.scales.includes(v)) : []) {
+    const opt = document.createElement("option");
+    opt.value = String(s);
+    opt.textContent = `x${s} (resized)`;
+    scale.append(opt);
+  }
+  const values = [...scale.options].map((o) => o.value);
+  if (fam) scale.value = values.includes(keep) ? keep : String(fam.default_scale);
 }
 
 // ------------------------------------------------------------------ file choice
@@ -259,9 +270,9 @@ async function upscale(event) {
     setProgress(1, `done: ${st.tiles_total} tiles`);
     const result = await api(`/v1/jobs/${job.id}/result`);
     const blob = await result.blob();
-    const name = filenameOf(result) || `result_x${st.scale}`;
+    const name = filenameOf(result) || `result_x${params.get("scale")}`;
     // The "before" image: the server's MATLAB-exact bicubic at the same scale, as PNG.
-    const bp = new URLSearchParams({ model: "bicubic", scale: String(st.scale), format: "png" });
+    const bp = new URLSearchParams({ model: "bicubic", scale: params.get("scale"), format: "png" });
     let before = blob;
     try {
       const res = await api(`/v1/upscale?${bp}`, { method: "POST", body: formOf(state.file) });
