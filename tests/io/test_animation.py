@@ -13,6 +13,9 @@ from sisr.cli.main import main
 from sisr.errors import ImageError
 from sisr.io.animation import frame_count, read_animation
 
+# `sisr upscale` with the parameter-free MATLAB bicubic at x2, quietly.
+BICUBIC_X2 = ["upscale", "-q", "-n", "bicubic", "-s", "2"]
+
 
 def _frames(n: int = 3, h: int = 12, w: int = 16) -> list[Image.Image]:
     rng = np.random.default_rng(0)
@@ -50,7 +53,7 @@ def test_every_frame_upscaled_with_durations_loop_and_alpha(
     anim = read_animation(src)
     assert len(anim.frames) == 3 and anim.durations == [80, 120, 200] and anim.has_alpha
     out = tmp_path / "o"
-    code = main(["upscale", "-q", "-n", "bicubic", "-s", "2", "-i", str(src), "-o", f"{out}/"])
+    code = main([*BICUBIC_X2, "-i", str(src), "-o", f"{out}/"])
     assert code == 0
     dst = out / f"a.{out_suffix}"
     with Image.open(dst) as im:
@@ -84,12 +87,7 @@ def test_a_format_without_animation_fails_that_file_only(
     _frames(1)[0].convert("RGB").save(tmp_path / "b.png")
     code = main(
         [
-            "upscale",
-            "-q",
-            "-n",
-            "bicubic",
-            "-s",
-            "2",
+            *BICUBIC_X2,
             "-i",
             str(tmp_path),
             "-o",

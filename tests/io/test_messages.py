@@ -14,6 +14,9 @@ from PIL import Image
 from sisr.errors import ImageError
 from sisr.io import read_image, write_uint8
 
+# `sisr upscale` with the parameter-free MATLAB bicubic at x2, quietly.
+BICUBIC_X2 = ["upscale", "-q", "-n", "bicubic", "-s", "2"]
+
 
 def _float_rgb_tiff(path: Path, h: int = 4, w: int = 5) -> Path:
     """A baseline uncompressed 3 x float32 TIFF (Pillow has no mode for it)."""
@@ -124,9 +127,7 @@ def test_library_warnings_name_the_image_not_the_library(
 
     for name in ("a.jpg", "b.jpg"):
         _jpeg_with_bad_exif(tmp_path / name)
-    code = main(
-        ["upscale", "-q", "-n", "bicubic", "-s", "2", "-i", str(tmp_path), "-o", f"{tmp_path}/o/"]
-    )
+    code = main([*BICUBIC_X2, "-i", str(tmp_path), "-o", f"{tmp_path}/o/"])
     err = capsys.readouterr().err
     assert code == 0
     assert "site-packages" not in err and "PIL" not in err and "UserWarning" not in err
@@ -145,21 +146,14 @@ def test_file_names_with_control_characters_are_printed_escaped(
     odd = "x\nfailed: forged\x1b[2J.png"
     (tmp_path / odd).write_bytes(b"not an image")
     write_uint8(tmp_path / "ok.png", np.zeros((4, 4, 3), np.uint8))
-    code = main(
-        ["upscale", "-q", "-n", "bicubic", "-s", "2", "-i", str(tmp_path), "-o", f"{tmp_path}/o/"]
-    )
+    code = main([*BICUBIC_X2, "-i", str(tmp_path), "-o", f"{tmp_path}/o/"])
     err = capsys.readouterr().err
     assert code == 1
     assert "\x1b" not in err and "\nfailed: forged" not in err
     assert "x\\nfailed: forged\\x1b[2J.png" in err
     code = main(
         [
-            "upscale",
-            "-q",
-            "-n",
-            "bicubic",
-            "-s",
-            "2",
+            *BICUBIC_X2,
             "-i",
             str(tmp_path / odd),
             "-o",

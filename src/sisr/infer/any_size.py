@@ -205,30 +205,12 @@ class AnySize:
         return color, alpha
 
     def upscale_file(
-        self,
-        src: str | os.PathLike[str],
-        dst: str | os.PathLike[str],
-        *,
-        format: str | None = None,
-        quality: int = 95,
-        progress: Callable[[int], None] | None = None,
-        on_start: Callable[[int], None] | None = None,
-        tick: Callable[[float], None] | None = None,
+        self, src: str | os.PathLike[str], dst: str | os.PathLike[str], **options: Any
     ) -> Path:
         """As :meth:`Upscaler.upscale_file`, to the target size."""
-        from sisr.io.image import read_native, write_pixels
+        from sisr.infer.upscaler import upscale_file
 
-        img = read_native(src)
-        h, w = img.meta.height, img.meta.width
-        if on_start is not None:
-            on_start(
-                self.tile_count(h, w, gray=img.color.ndim == 2, has_alpha=img.alpha is not None)
-            )
-        color, alpha = self.upscale_arrays(img.color, img.alpha, progress=progress, tick=tick)
-        meta = self.output_meta(img.meta)
-        del img
-        write_pixels(dst, color, alpha, meta=meta, format=format, quality=quality)
-        return Path(dst)
+        return upscale_file(self, src, dst, **options)
 
     def output_meta(self, meta: Any) -> Any:
         """dpi grows with the size on each axis (the printed size is kept)."""

@@ -435,41 +435,18 @@ class Upscaler:
     # ------------------------------------------------------------------ files
 
     def upscale_file(
-        self,
-        src: str | os.PathLike[str],
-        dst: str | os.PathLike[str],
-        *,
-        format: str | None = None,
-        quality: int = 95,
-        progress: Progress | None = None,
-        on_start: Callable[[int], None] | None = None,
-        tick: Tick | None = None,
+        self, src: str | os.PathLike[str], dst: str | os.PathLike[str], **options: Any
     ) -> Path:
         """Read ``src``, upscale, write ``dst`` atomically; returns ``dst``.
 
         Keeps bit depth (16-bit stays 16-bit where the format allows), gray, alpha, the
         ICC profile, EXIF (orientation reset to 1: the pixels are already upright) and
-        the physical size (dpi times the scale). ``on_start(total_tiles)`` is called once
-        the image is read; ``progress`` and ``tick`` as in :meth:`upscale_arrays`. Raises
-        :class:`ImageError` for unreadable or unwritable files.
+        the physical size (dpi times the scale). ``options`` (:func:`upscale_file`):
+        ``format``, ``quality``, ``on_start(total_tiles)`` called once the image is read,
+        ``progress`` and ``tick`` as in :meth:`upscale_arrays`. Raises :class:`ImageError`
+        for unreadable or unwritable files.
         """
-        from sisr.io.image import read_native, write_pixels
-
-        img = read_native(src)
-        if on_start is not None:
-            on_start(
-                self.tile_count(
-                    img.meta.height,
-                    img.meta.width,
-                    gray=img.color.ndim == 2,
-                    has_alpha=img.alpha is not None,
-                )
-            )
-        color, alpha = self.upscale_arrays(img.color, img.alpha, progress=progress, tick=tick)
-        meta = self.output_meta(img.meta)
-        del img  # the input can go before the (slow) encoding
-        write_pixels(dst, color, alpha, meta=meta, format=format, quality=quality)
-        return Path(dst)
+        return upscale_file(self, src, dst, **options)
 
     def output_meta(self, meta: Any) -> Any:
         """The input's :class:`~sisr.io.image.ImageMeta` for the output: dpi x scale keeps the
@@ -575,6 +552,32 @@ class Upscaler:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def upscale_file(
+    up: Any,
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    format: str | None = None,
+    quality: int = 95,
+    progress: Progress | None = None,
+    on_start: Callable[[int], None] | None = None,
+    tick: Tick | None = None,
+) -> Path:
+    """:meth:`Upscaler.upscale_file` for anything with ``tile_count``, ``upscale_arrays``
+    and ``output_meta`` (an :class:`Upscaler`, :class:`~sisr.infer.any_size.AnySize`)."""
+    from sisr.io.image import read_native, write_pixels
+
+    img = read_native(src)
+    if on_start is not None:
+        gray, has_alpha = img.color.ndim == 2, img.alpha is not None
+        on_start(up.tile_count(img.meta.height, img.meta.width, gray=gray, has_alpha=has_alpha))
+    color, alpha = up.upscale_arrays(img.color, img.alpha, progress=progress, tick=tick)
+    meta = up.output_meta(img.meta)
+    del img  # the input can go before the (slow) encoding
+    write_pixels(dst, color, alpha, meta=meta, format=format, quality=quality)
+    return Path(dst)
 
 
 def _bicubic_radius(scale: int) -> int:
