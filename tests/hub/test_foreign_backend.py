@@ -99,3 +99,36 @@ def test_without_spandrel_the_message_says_how(
         WeightsError, match=r"this is SwinIR, which sisr does not implement.*pip install"
     ):
         load_model(path)
+
+
+def test_convert_of_a_spandrel_only_file_says_so_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 19, item 5: not "architecture 'spandrel' is not registered" after the work."""
+    from sisr.cli.main import main
+
+    path, _ = _swinir(tmp_path)
+    assert main(["convert", str(path), str(tmp_path / "out.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "this is SwinIR, which runs only through spandrel" in err
+    assert f"sisr upscale -n {path}" in err and "not registered" not in err
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_spandrels_own_reason_is_quoted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, _ = _swinir(tmp_path)
+
+    class Refusing:
+        def __init__(self, **kwargs: object) -> None:
+            pass
+
+        def load_from_state_dict(self, sd: object) -> object:
+            raise ValueError("window size 4 does not divide img_size 15")
+
+    spandrel = foreign._import_spandrel()
+    monkeypatch.setattr(spandrel, "ModelLoader", Refusing)
+    with pytest.raises(
+        WeightsError,
+        match=r"this is SwinIR; spandrel could not load it \(window size 4 does not divide",
+    ):
+        load_model(path)

@@ -447,6 +447,12 @@ def convert_detected(
         raise WeightsError(f"{dst}: is the input checkpoint; choose another output file")
     raw = read_foreign_state_dict(src)
     found = detect_raw(raw, scale=scale, name=str(src), source=str(src))
+    if found.match.arch == "spandrel":
+        raise WeightsError(
+            f"{src}: this is {found.match.hparams['architecture']}, which runs only through "
+            "spandrel; sisr weights hold the architectures sisr implements, so it cannot be "
+            f"converted. Run it as it is: sisr upscale -n {src} ..."
+        )
     save_weights(
         found.model,
         dst,

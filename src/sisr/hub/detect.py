@@ -264,7 +264,12 @@ def _via_spandrel(sd: Mapping[str, Tensor], scale: int | None, *, source: str) -
         return None
     try:
         model = load_spandrel(sd, source=source)
-    except WeightsError:
+    except WeightsError as exc:
+        if known is not None:
+            # recognised, and spandrel has it: its own reason is the useful message
+            raise WeightsError(
+                f"{source}: this is {known.name}; {str(exc).removeprefix(f'{source}: ')}"
+            ) from None
         return None
     if scale is not None and int(scale) != model.scale:
         raise WeightsError(f"{source}: the weights are x{model.scale}, but x{scale} was requested")
