@@ -340,3 +340,46 @@ def test_known_foreign_architectures_get_a_clear_message() -> None:
     swinir = {"layers.0.residual_group.blocks.0.attn.relative_position_index": torch.zeros(1)}
     with pytest.raises(WeightsError, match=r"this is SwinIR.*(spandrel|could not load)"):
         detect(swinir, source="swinir.pth")
+
+
+@pytest.mark.parametrize(
+    ("arch", "scale", "names"),
+    [
+        ("srcnn", 3, ("features.0", "map.0", "reconstruction")),  # Lornatang/SRCNN-PyTorch
+        ("srcnn", 2, ("layers.0", "layers.2", "layers.4")),  # an nn.Sequential in a pickle
+        ("espcn", 3, ("head", "body.mid", "tail")),
+    ],
+)
+def test_plain_conv_chains_are_recognised_by_their_shapes(
+    arch: str, scale: int, names: tuple[str, ...]
+) -> None:
+    """Issue 19, item 1: the sequence of weight shapes names the family, whatever the keys."""
+    native = _random(build(arch, scale, features=(16, 8)))
+    sd = native.state_dict()
+    convs = [
+        k.removesuffix(".weight") for k, v in sd.items() if k.endswith("weight") and v.dim() == 4
+    ]
+    foreign = {
+        f"{new}.{p}": sd[f"{old}.{p}"]
+        for old, new in zip(convs, names, strict=True)
+        for p in ("weight", "bias")
+    }
+    found = detect_raw(foreign, scale=scale, name="x.pth", source="x.pth")
+    assert found.model.arch_id == arch and found.match.layout == "by-shape"
+    assert any("recognised by its weight shapes" in n for n in found.match.notes)
+    x = torch.rand(1, sd[f"{convs[0]}.weight"].shape[1], 12, 12)
+    with torch.no_grad():
+        assert torch.equal(found.model.eval()(x), native.eval()(x))
+
+
+def test_a_chain_that_does_not_chain_is_not_taken_by_shape() -> None:
+    sd = {
+        "a.weight": torch.zeros(8, 1, 9, 9),
+        "a.bias": torch.zeros(8),
+        "b.weight": torch.zeros(4, 5, 1, 1),  # 5 inputs after 8 outputs
+        "b.bias": torch.zeros(4),
+        "c.weight": torch.zeros(1, 4, 5, 5),
+        "c.bias": torch.zeros(1),
+    }
+    with pytest.raises(WeightsError, match="not recognised"):
+        detect_raw(sd, scale=3, name="x.pth", source="x.pth")

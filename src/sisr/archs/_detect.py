@@ -128,28 +128,60 @@ def conv_list(
     return out
 
 
+BY_SHAPE = "by-shape"
+SHAPE_NOTE = (
+    "recognised by its weight shapes (its key names are new to sisr); padding is not stored "
+    "in a file: zero-padded convs assumed"
+)
+
+
 def named_chain(
     sd: Mapping[str, Tensor], layouts: Mapping[str, tuple[str, ...]], arch: str
-) -> tuple[str, list[tuple[Tensor, Tensor | None]]] | Miss | None:
-    """The first layout whose conv names (weight + bias each) are exactly the file's keys.
+) -> tuple[str, tuple[str, ...], list[tuple[Tensor, Tensor | None]]] | Miss | None:
+    """The first layout whose conv names (weight + bias each) are exactly the file's keys,
+    else (layout :data:`BY_SHAPE`) the file's own names when it holds nothing but that many
+    convs (weight + bias, in the file's order) whose widths chain: a plain conv chain is
+    recognised by its shapes whatever its keys are called.
 
-    Returns (layout, convs in order), a :class:`Miss` of ``arch`` when a conv is
-    malformed, or None when no layout has these names.
+    Returns (layout, conv names, convs in order), a :class:`Miss` of ``arch`` when a conv
+    is malformed, or None when neither names nor shapes fit.
     """
     keys = set(sd)
-    for layout, names in layouts.items():
-        if keys != {f"{n}.{p}" for n in names for p in ("weight", "bias")}:
-            continue
-        convs = conv_list(sd, list(names))
-        if isinstance(convs, str):
-            return Miss(arch, layout, convs)
-        for (a, _), (b, _) in itertools.pairwise(convs):
-            if b.shape[1] != a.shape[0]:
-                return Miss(
-                    arch, layout, f"conv widths do not chain ({a.shape[0]} -> {b.shape[1]})"
-                )
-        return layout, convs
-    return None
+    candidates = [
+        (layout, names)
+        for layout, names in layouts.items()
+        if keys == {f"{n}.{p}" for n in names for p in ("weight", "bias")}
+    ]
+    if not candidates:
+        own = _own_chain(sd, {len(names) for names in layouts.values()})
+        if own is None:
+            return None
+        candidates = [(BY_SHAPE, own)]
+    layout, names = candidates[0]
+    convs = conv_list(sd, list(names))
+    if isinstance(convs, str):
+        return Miss(arch, layout, convs) if layout != BY_SHAPE else None
+    for (a, _), (b, _) in itertools.pairwise(convs):
+        if b.shape[1] != a.shape[0]:
+            if layout == BY_SHAPE:
+                return None
+            return Miss(arch, layout, f"conv widths do not chain ({a.shape[0]} -> {b.shape[1]})")
+    return layout, tuple(names), convs
+
+
+def _own_chain(sd: Mapping[str, Tensor], lengths: set[int]) -> tuple[str, ...] | None:
+    """The conv names of a file that is exactly ``n`` (weight, bias) pairs with 4-d weights,
+    ``n`` in ``lengths``, in the file's order (torch.save keeps the modules' order)."""
+    names: list[str] = []
+    for key in sd:
+        prefix, _, leaf = key.rpartition(".")
+        if leaf == "weight" and sd[key].dim() == 4:
+            names.append(prefix)
+    if len(names) not in lengths or set(sd) != {
+        f"{n}.{p}" for n in names for p in ("weight", "bias")
+    }:
+        return None
+    return tuple(names)
 
 
 def sequential_names(prefix: str, convs: int, step: int = 2) -> tuple[str, ...]:
@@ -158,6 +190,8 @@ def sequential_names(prefix: str, convs: int, step: int = 2) -> tuple[str, ...]:
 
 
 __all__ = [
+    "BY_SHAPE",
+    "SHAPE_NOTE",
     "Detection",
     "Detector",
     "Match",

@@ -24,7 +24,15 @@ from sisr.archs._common import (
     through_conv,
     through_shuffle,
 )
-from sisr.archs._detect import Detection, Match, Miss, named_chain, shuffle_scale
+from sisr.archs._detect import (
+    BY_SHAPE,
+    SHAPE_NOTE,
+    Detection,
+    Match,
+    Miss,
+    named_chain,
+    shuffle_scale,
+)
 from sisr.archs.base import ArchInfo, SRModel
 from sisr.errors import ConfigError
 
@@ -127,7 +135,7 @@ def detect(sd: Mapping[str, Tensor]) -> Detection:
     found = named_chain(sd, LAYOUTS, ESPCN.arch_id)
     if found is None or isinstance(found, Miss):
         return found
-    layout, convs = found
+    layout, names, convs = found
     (w1, _), (w2, _), (w3, _) = convs
     ch = int(w1.shape[1])
     scale = shuffle_scale(int(w3.shape[0]), ch)
@@ -139,7 +147,7 @@ def detect(sd: Mapping[str, Tensor]) -> Detection:
         return Miss(ESPCN.arch_id, layout, f"{ch} input channels (expected 1 for Y or 3 for RGB)")
     renamed = {
         f"body.{2 * i}.{p}": sd[f"{name}.{p}"]
-        for i, name in enumerate(LAYOUTS[layout])
+        for i, name in enumerate(names)
         for p in ("weight", "bias")
     }
     return Match(
@@ -157,6 +165,7 @@ def detect(sd: Mapping[str, Tensor]) -> Detection:
         notes=(
             "activation assumed tanh (the paper's; not readable from the tensors)",
             *((YCBCR_NOTE,) if layout == "conv_n" and ch == 3 else ()),
+            *((SHAPE_NOTE,) if layout == BY_SHAPE else ()),
         ),
     )
 

@@ -24,7 +24,7 @@ from sisr.archs._common import (
     check_scale,
     pre_upsampling_radius,
 )
-from sisr.archs._detect import Detection, Match, Miss, named_chain
+from sisr.archs._detect import BY_SHAPE, SHAPE_NOTE, Detection, Match, Miss, named_chain
 from sisr.archs.base import ArchInfo, SRModel
 from sisr.errors import ConfigError
 
@@ -123,7 +123,7 @@ def detect(sd: Mapping[str, Tensor]) -> Detection:
     found = named_chain(sd, LAYOUTS, SRCNN.arch_id)
     if found is None or isinstance(found, Miss):
         return found
-    layout, convs = found
+    layout, names, convs = found
     (w1, _), (w2, _), (w3, _) = convs
     ch = w1.shape[1]
     if w3.shape[0] != ch:
@@ -137,10 +137,12 @@ def detect(sd: Mapping[str, Tensor]) -> Detection:
         return Miss(SRCNN.arch_id, layout, f"kernels {kernels} are not square and odd")
     renamed = {
         f"body.{2 * i}.{p}": sd[f"{name}.{p}"]
-        for i, name in enumerate(LAYOUTS[layout])
+        for i, name in enumerate(names)
         for p in ("weight", "bias")
     }
-    notes = ()
+    notes: tuple[str, ...] = ()
+    if layout == BY_SHAPE:
+        notes = (SHAPE_NOTE,)
     if layout == "nhatthanh":
         notes = (
             "trained with unpadded convs; sisr zero-pads, so the outer pixels differ",

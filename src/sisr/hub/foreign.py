@@ -202,7 +202,10 @@ def load_spandrel(sd: Mapping[str, Tensor], *, source: str) -> SpandrelModel:
     try:
         descriptor = spandrel.ModelLoader(device="cpu").load_from_state_dict(dict(sd))
     except Exception as exc:  # spandrel raises its own UnsupportedModelError and others
-        raise WeightsError(f"{source}: spandrel could not load it ({exc})") from exc
+        reason = str(exc).strip() or f"{type(exc).__name__}, no message"
+        if type(exc).__name__ == "UnsupportedModelError":  # raised bare by its registry
+            reason = "none of spandrel's detectors matches these keys: a variant it does not know"
+        raise WeightsError(f"{source}: spandrel could not load it ({reason})") from exc
     if not isinstance(descriptor, spandrel.ImageModelDescriptor):
         raise WeightsError(
             f"{source}: spandrel loaded a {type(descriptor).__name__}, not an image model"
