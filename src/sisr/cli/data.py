@@ -34,7 +34,8 @@ _DEGRADATION_HELP = (
     "blur_down (BD: RDN's 7x7 Gaussian sigma 1.6 + decimation), "
     "bicubic_noise30 (DN: bicubic + Gaussian noise sigma 30, seeded by --seed), "
     "blur_aniso_noise (UNKNOWN-like: random anisotropic Gaussian blur + decimation + noise, "
-    "seeded by --seed)"
+    "seeded by --seed), second_order (REAL: Real-ESRGAN's blur / resize / noise / JPEG chain, "
+    "twice, seeded by --seed), second_order_mild (the same, milder, a quarter left clean)"
 )
 
 
