@@ -174,3 +174,26 @@ def test_save_images_gives_every_model_its_own_folder(folder: Path, tmp_path: Pa
         "m",
         "m-2",
     ]
+
+
+def test_eval_on_your_own_pairs(folder: Path, tmp_path: Path) -> None:
+    """Issue 21, item 4: `--lr DIR` scores on the given LR files, matched by name."""
+    import numpy as np
+
+    from sisr.degrade import imresize_uint8
+
+    lr_dir = tmp_path / "lr"
+    lr_dir.mkdir()
+    for p in sorted(folder.glob("*.png")):
+        hr = torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1)
+        hr = hr[:, : hr.shape[1] // 2 * 2, : hr.shape[2] // 2 * 2]
+        lr = imresize_uint8(hr, scale=0.5).permute(1, 2, 0).numpy()
+        Image.fromarray(lr).save(lr_dir / f"{p.stem}.jpg", quality=50)
+    js = tmp_path / "r.json"
+    argv = ["eval", "-m", "bicubic", "-d", str(folder), "-s", "2", "-q", "--json", str(js)]
+    assert main([*argv, "--lr", str(lr_dir)]) == 0
+    given = json.loads(js.read_text())[0]["psnr_y"]
+    assert main(argv) == 0
+    clean = json.loads(js.read_text())[0]["psnr_y"]
+    assert given < clean - 0.5  # JPEG quality 50 LR scores lower than the bicubic LR
+    assert main([*argv[:-2], "--lr", str(lr_dir), "-s", "2", "3"]) == 2

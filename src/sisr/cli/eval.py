@@ -49,6 +49,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="S",
         help="scales (default: each model's own scale; 2 3 4 for bicubic)",
     )
+    p.add_argument(
+        "--lr",
+        metavar="DIR",
+        default=None,
+        help=(
+            "score on these LR images (your own pairs: matched to the --data HR folder by "
+            "name, as data.pairs in training) instead of MATLAB-bicubic downscales"
+        ),
+    )
     p.add_argument("--json", metavar="FILE", help="write all results (with per-image scores)")
     p.add_argument("--csv", metavar="FILE", help="write one summary row per model/set/scale")
     p.add_argument(
@@ -165,13 +174,21 @@ def _scales_for(model: ModelLike, requested: list[int] | None) -> list[int]:
 def run(args: argparse.Namespace) -> int:
     from sisr.errors import ConfigError
     from sisr.evaluate.report import format_cell, format_table, write_csv, write_json
-    from sisr.evaluate.runner import dataset_label, evaluate, make_pairs, read_images
+    from sisr.evaluate.runner import (
+        dataset_label,
+        evaluate,
+        load_given_pairs,
+        make_pairs,
+        read_images,
+    )
 
     for flag, value in (("--batch-size", args.batch_size), ("--limit", args.limit)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
     if args.scale and any(s < 1 for s in args.scale):
         raise ConfigError(f"--scale must be positive integers, got {args.scale}")
+    if args.lr is not None and (len(args.data) != 1 or not args.scale or len(args.scale) != 1):
+        raise ConfigError("--lr needs one --data folder of HR images and one --scale")
     _check_writable("--json", args.json)
     _check_writable("--csv", args.csv)
     if args.save_images is not None:
@@ -199,7 +216,11 @@ def run(args: argparse.Namespace) -> int:
         for mi, (label, model, scales) in enumerate(plan):
             for scale in scales:
                 if scale not in pairs_cache:
-                    pairs_cache[scale] = make_pairs(images, scale)
+                    pairs_cache[scale] = (
+                        make_pairs(images, scale)
+                        if args.lr is None
+                        else load_given_pairs(Path(data), Path(args.lr), scale)
+                    )
                 save = None
                 if args.save_images:
                     save = Path(args.save_images) / folders[mi] / set_name / f"x{scale}"

@@ -128,6 +128,22 @@ def make_pairs(images: Sequence[tuple[str, Tensor]], scale: int) -> list[EvalPai
     return [EvalPair(name, hr, lr) for (name, _), hr, lr in zip(images, hrs, lrs, strict=True)]
 
 
+def load_given_pairs(hr_dir: str | Path, lr_dir: str | Path, scale: int) -> list[EvalPair]:
+    """Pairs of your own: HR and LR files matched by name (:func:`sisr.data.folder_pairs`,
+    sizes checked against the scale), each HR cut to its LR's size times the scale."""
+    from sisr.data import folder_pairs
+    from sisr.io import read_rgb_uint8
+
+    scale = _check_scale(scale)
+    hr_list, lr_list = folder_pairs(hr_dir, lr_dir, scale)
+    out = []
+    for h, lo in zip(hr_list.files, lr_list.files, strict=True):
+        lr = _chw(read_rgb_uint8(lo))
+        hr = _chw(read_rgb_uint8(h))[:, : lr.shape[1] * scale, : lr.shape[2] * scale]
+        out.append(EvalPair(h.stem, hr.contiguous(), lr.contiguous()))
+    return out
+
+
 def make_pair(name: str, hr: Tensor, scale: int) -> EvalPair:
     """:func:`make_pairs` for one image."""
     return make_pairs([(name, hr)], scale)[0]
@@ -454,6 +470,7 @@ __all__ = [
     "bicubic_scale",
     "dataset_label",
     "evaluate",
+    "load_given_pairs",
     "load_pairs",
     "make_pair",
     "make_pairs",
