@@ -160,10 +160,20 @@ def is_finite_model(model: nn.Module) -> bool:
 
 
 def read_any_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """Model tensors from a training checkpoint (``.pt``) or a sisr weights file."""
+    """Model tensors from a training checkpoint (``.pt``), a sisr weights file, or named
+    weights (``default-x2``: the shipped or catalogue file behind the name)."""
     path = Path(path)
+    if not path.is_file() and len(path.parts) == 1 and not path.suffix:
+        from sisr.hub.weights import resolve_weights
+
+        try:
+            named = resolve_weights(str(path), progress=False)
+        except WeightsError:
+            named = None
+        if named is not None:
+            path = named
     if not path.is_file():
-        raise WeightsError(f"{path}: no such checkpoint or weights file")
+        raise WeightsError(f"{path}: no such checkpoint, weights file or weights name")
     if path.suffix == ".safetensors":
         from sisr.hub.weights import read_tensors
 
