@@ -328,7 +328,9 @@ def test_no_match_names_closest_architecture() -> None:
     with pytest.raises(WeightsError, match=r"closest: edsr .*fit no scale"):
         detect(sd, source="f.pth")
     unknown = {"stem.proj.weight": torch.zeros(4, 3, 3, 3), "head.0.weight": torch.zeros(3, 4)}
-    with pytest.raises(WeightsError, match=r"not recognised .*closest: \S+ \(\d+% of key"):
+    with pytest.raises(
+        WeightsError, match=r"not recognised .*closest: \S+ \(\d+% of tensor shapes and \d+% of key"
+    ):
         detect(unknown, source="g.pth")
 
 
@@ -383,3 +385,15 @@ def test_a_chain_that_does_not_chain_is_not_taken_by_shape() -> None:
     }
     with pytest.raises(WeightsError, match="not recognised"):
         detect_raw(sd, scale=3, name="x.pth", source="x.pth")
+
+
+def test_closest_compares_tensor_shapes_not_only_key_names() -> None:
+    """Issue 19, item 1: "closest: compact (0% of key patterns shared)" helped nobody; an
+    EDSR-baseline body under foreign key names is found by its shapes."""
+    native = build("edsr-baseline", 2)
+    sd = {f"net.layer{i}.param": v for i, v in enumerate(native.state_dict().values())}
+    sd["extra.running_thing"] = torch.zeros(7)  # no detector takes it as it is
+    with pytest.raises(WeightsError) as info:
+        detect_raw(sd, scale=2, name="x.pth", source="x.pth")
+    msg = str(info.value)
+    assert re.search(r"closest: edsr[-a-z]* \((9\d|100)% of tensor shapes and 0% of key", msg), msg

@@ -17,6 +17,7 @@ Nothing matching gives one message naming the closest architecture and what did 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,15 +132,24 @@ def _pattern(key: str) -> str:
     return re.sub(r"\d+", "#", key)
 
 
-def closest_native(sd: Mapping[str, Tensor]) -> tuple[str, float, list[str], list[str]]:
-    """(preset, overlap, file key patterns it lacks, its key patterns the file lacks).
+def _shape_overlap(a: Counter[tuple[int, ...]], b: Counter[tuple[int, ...]]) -> float:
+    """Jaccard index of two multisets of tensor shapes."""
+    return sum((a & b).values()) / max(1, sum((a | b).values()))
 
-    Overlap is the Jaccard index of the digit-free key patterns (``body.#.conv1.weight``).
+
+def closest_native(sd: Mapping[str, Tensor]) -> tuple[str, float, list[str], list[str], float]:
+    """(preset, key overlap, file key patterns it lacks, its key patterns the file lacks,
+    shape overlap), the preset chosen by the larger of the two overlaps.
+
+    Key overlap is the Jaccard index of the digit-free key patterns
+    (``body.#.conv1.weight``); shape overlap that of the multisets of tensor shapes, which
+    tells a network under other key names apart from an unrelated one.
     """
     from sisr.archs import PRESETS, build
 
     have = {_pattern(k) for k in sd}
-    best = ("", -1.0, [], [])
+    have_shapes = Counter(tuple(v.shape) for v in sd.values())
+    best: tuple[str, float, list[str], list[str], float] = ("", -1.0, [], [], -1.0)
     for name in sorted(PRESETS):
         if name == "bicubic":
             continue
@@ -153,10 +163,12 @@ def closest_native(sd: Mapping[str, Tensor]) -> tuple[str, float, list[str], lis
                 continue
         if model is None:
             continue
-        want = {_pattern(k) for k in model.state_dict()}
-        score = len(have & want) / max(1, len(have | want))
-        if score > best[1]:
-            best = (name, score, sorted(have - want), sorted(want - have))
+        state = model.state_dict()
+        want = {_pattern(k) for k in state}
+        keys = len(have & want) / max(1, len(have | want))
+        shapes = _shape_overlap(have_shapes, Counter(tuple(v.shape) for v in state.values()))
+        if max(keys, shapes) > max(best[1], best[4]):
+            best = (name, keys, sorted(have - want), sorted(want - have), shapes)
     return best
 
 
@@ -181,11 +193,12 @@ def _closest(sd: Mapping[str, Tensor], misses: list[Miss], *, source: str) -> st
             f"{source}: architecture not recognised; closest: {miss.arch} "
             f"(key layout {miss.layout}): {miss.reason}{others}"
         )
-    name, score, extra, missing = closest_native(sd)
+    name, score, extra, missing, shapes = closest_native(sd)
     return (
         f"{source}: architecture not recognised from its {len(sd)} tensors; closest: {name} "
-        f"({score:.0%} of key patterns shared); the file has {few(extra) or 'nothing else'} "
-        f"that {name} lacks, and lacks {few(missing) or 'nothing'}"
+        f"({shapes:.0%} of tensor shapes and {score:.0%} of key patterns shared); the file "
+        f"has {few(extra) or 'nothing else'} that {name} lacks, and lacks "
+        f"{few(missing) or 'nothing'}"
     )
 
 
