@@ -21,12 +21,10 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import re
 import time
-import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -42,6 +40,7 @@ from sisr import __version__
 from sisr.errors import ConfigError
 from sisr.serve.catalog import Catalog
 from sisr.serve.config import ServeConfig
+from sisr.serve.errors import STATUS_CODES, ApiError, busy, error_response, no_room
 from sisr.serve.jobs import (
     Job,
     JobManager,
@@ -49,27 +48,21 @@ from sisr.serve.jobs import (
     QueueFull,
     Reservation,
     State,
-    image_error_status,
-    storage_full,
 )
 from sisr.serve.metrics import Metrics
+from sisr.serve.params import Asked, Size, pick, size_params
+from sisr.serve.uploads import (
+    MULTIPART_SLACK,
+    ByteCounter,
+    copy_limited,
+    limited,
+    probe,
+    safe_name,
+)
 
 log = logging.getLogger("sisr.serve")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-MULTIPART_SLACK = 16 * 1024  # part headers and boundaries on top of the file itself
-_CHUNK = 1 << 20
 _WAIT_STEP = 0.25  # seconds between a synchronous request's checks (disconnect, deadline)
-# Pillow's format name -> the suffix the upload is stored under (the CLI's own choice of
-# output format then follows from it: GIF becomes PNG, the rest keep their format).
-_INPUT_SUFFIX = {
-    "PNG": ".png",
-    "JPEG": ".jpg",
-    "MPO": ".jpg",
-    "WEBP": ".webp",
-    "BMP": ".bmp",
-    "TIFF": ".tif",
-    "GIF": ".gif",
-}
 _MEDIA_TYPES = {
     ".png": "image/png",
     ".jpg": "image/jpeg",
@@ -94,43 +87,6 @@ _UPLOAD_BODY = {
     }
 }
 OutFormat = Literal["png", "jpg", "webp", "tiff"]
-
-
-class ApiError(Exception):
-    """An expected failure answered as JSON with ``status``."""
-
-    def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-
-
-def _error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    body = {"error": {"status": status, "code": code, "message": message}}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-_STATUS_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "not_ready",
-    413: "too_large",
-    415: "unsupported_media_type",
-    422: "invalid",
-    500: "internal",
-    503: "busy",
-    504: "timeout",
-    507: "out_of_memory",
-}
-ByteCounter = Callable[[int], None]  # told of an upload's bytes as they arrive; raises to refuse
 
 
 class _Observe:
@@ -160,104 +116,6 @@ class _Observe:
             self.metrics.observe_request(
                 scope.get("method", "?"), route, status, time.perf_counter() - start
             )
-
-
-# ----------------------------------------------------------------------------- uploads
-
-
-def _limited(request: Request, limit: int, what: str, count: ByteCounter) -> Request:
-    """The request with a body that stops (413) as soon as more than ``limit`` bytes came;
-    ``count(n)`` is told of the declared size up front and of any bytes beyond it as they
-    arrive (it raises to refuse them)."""
-    declared = request.headers.get("content-length")
-    size = 0
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise ApiError(400, "bad_request", "invalid Content-Length header") from None
-        if size < 0:
-            raise ApiError(400, "bad_request", "invalid Content-Length header")
-        if size > limit:
-            raise ApiError(413, "too_large", f"{what} is {size} bytes, above the limit of {limit}")
-        count(size)
-    counted_bytes = size
-    received = 0
-    receive = request.receive
-
-    async def counted() -> dict[str, Any]:
-        nonlocal received, counted_bytes
-        message = await receive()
-        if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            if received > limit:
-                raise ApiError(413, "too_large", f"{what} is above the limit of {limit} bytes")
-            if received > counted_bytes:
-                count(received - counted_bytes)
-                counted_bytes = received
-        return message
-
-    return Request(request.scope, counted)
-
-
-def _copy_limited(src: Any, dst: Path, limit: int, what: str) -> int:
-    """Copy a file object to ``dst``; 413 past ``limit`` bytes. Returns the size."""
-    size = 0
-    with open(dst, "wb") as out:
-        while chunk := src.read(_CHUNK):
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, "too_large", f"{what} is above the limit of {limit} bytes")
-            out.write(chunk)
-    return size
-
-
-def _safe_name(name: str | None) -> str:
-    """The client's file name reduced to a harmless display/download name."""
-    base = re.split(r"[\\/]", name or "")[-1]
-    base = re.sub(r"[^\w.\- ]+", "_", base).strip(" .")[:100]
-    return base or "upload"
-
-
-def _probe(src: Path, filename: str, max_pixels: int) -> str:
-    """Check the header: pixel count against the limit and a readable format; returns the
-    suffix to store the upload under. Non-images get the reader's own message."""
-    from PIL import Image
-
-    from sisr.errors import ImageError
-    from sisr.io import read_native
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(src) as im:
-                width, height = im.size
-                fmt = str(im.format)
-    except Image.DecompressionBombError:
-        raise ApiError(413, "too_many_pixels", f"{filename}: too many pixels") from None
-    except Exception:
-        try:  # the reader stops at the header of a non-image: cheap, and its message is clear
-            read_native(src, max_pixels=max_pixels)
-        except ImageError as exc:
-            status = image_error_status(exc)
-            raise ApiError(status, _STATUS_CODES[status], f"{filename}: {exc.cause}") from None
-        raise ApiError(415, "unsupported_media_type", f"{filename}: not a readable image") from None
-    pixels = width * height
-    if pixels > max_pixels:
-        raise ApiError(
-            413,
-            "too_many_pixels",
-            f"{filename}: image is {width}x{height} = {pixels / 1e6:.1f} Mpx, above this "
-            f"server's limit of {max_pixels / 1e6:.1f} Mpx",
-        )
-    suffix = _INPUT_SUFFIX.get(fmt)
-    if suffix is None:
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            f"{filename}: {fmt} images are not supported (PNG, JPEG, WebP, BMP, TIFF, GIF are)",
-        )
-    return suffix
 
 
 # ----------------------------------------------------------------------------- the app
@@ -339,12 +197,12 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _error_response(exc.status, exc.code, exc.message, exc.headers)
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _STATUS_CODES.get(exc.status_code, "error")
-        return _error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+        code = STATUS_CODES.get(exc.status_code, "error")
+        return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -352,7 +210,7 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "path"))
             parts.append(f"{where}: {err.get('msg')}")
-        return _error_response(422, "invalid", "; ".join(parts) or "invalid request")
+        return error_response(422, "invalid", "; ".join(parts) or "invalid request")
 
     # ------------------------------------------------------------------ auth
 
@@ -406,7 +264,7 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
     async def intake(
         request: Request,
         model: str | None,
-        size: _Size,
+        size: Size,
         fmt: str | None,
         tta: bool,
         quality: int | None,
@@ -416,7 +274,7 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
         """Validate, store the upload in a fresh job folder and queue it (folder removed on
         any failure before the job owns it)."""
         try:
-            spec, target = _pick(cat, model, size)
+            spec, target = pick(cat, model, size)
         except LookupError as exc:
             raise ApiError(422, "unknown_model", str(exc)) from None
         except ConfigError as exc:
@@ -425,8 +283,8 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
             # a slot before reading the upload at all; its bytes are counted as they come
             res = manager.reserve()
         except QueueFull as exc:
-            raise _busy(exc) from None
-        asked = _Asked(fmt, tta, quality, filename, ttl, target)
+            raise busy(exc) from None
+        asked = Asked(fmt, tta, quality, filename, ttl, target)
         try:
             return await _store_and_submit(request, res, spec, asked)
         finally:
@@ -437,35 +295,33 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
             try:
                 manager.grow(res, n)
             except QueueFull as exc:
-                raise _busy(exc) from None
+                raise busy(exc) from None
 
         return count
 
-    async def _store_and_submit(
-        request: Request, res: Reservation, spec: Any, asked: _Asked
-    ) -> Job:
+    async def _store_and_submit(request: Request, res: Reservation, spec: Any, asked: Asked) -> Job:
         fmt, tta, quality, filename, ttl, target = asked
         try:
             folder = manager.new_folder()
         except OSError as exc:
-            raise _no_room(exc) from None
+            raise no_room(exc) from None
         count = count_into(res)
         try:
             src = folder / "upload"
             ctype = request.headers.get("content-type", "")
             if ctype.startswith("multipart/form-data"):
-                body = _limited(request, config.max_bytes + MULTIPART_SLACK, "the upload", count)
+                body = limited(request, config.max_bytes + MULTIPART_SLACK, "the upload", count)
                 async with body.form(max_files=1, max_fields=16) as form:
                     part = form.get("file")
                     if not isinstance(part, UploadFile):
                         raise ApiError(422, "invalid", "the multipart body needs a 'file' part")
-                    name = _safe_name(part.filename or filename)
+                    name = safe_name(part.filename or filename)
                     size = await run_in_threadpool(
-                        _copy_limited, part.file, src, config.max_bytes, f"{name}"
+                        copy_limited, part.file, src, config.max_bytes, f"{name}"
                     )
             else:
-                name = _safe_name(filename)
-                body = _limited(request, config.max_bytes, f"{name}", count)
+                name = safe_name(filename)
+                body = limited(request, config.max_bytes, f"{name}", count)
                 size = 0
                 with open(src, "wb") as out:
                     async for chunk in body.stream():
@@ -473,7 +329,7 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
                         out.write(chunk)
             if size == 0:
                 raise ApiError(422, "invalid", "the request has no image (empty body)")
-            suffix = await run_in_threadpool(_probe, src, name, config.max_pixels)
+            suffix = await run_in_threadpool(probe, src, name, config.max_pixels)
             stored = src.rename(folder / f"upload{suffix}")
             req = JobRequest(
                 spec=spec,
@@ -485,10 +341,10 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
             )
             return manager.submit(folder, stored, req, ttl=ttl, reservation=res)
         except QueueFull as exc:
-            raise _busy(exc) from None
+            raise busy(exc) from None
         except OSError as exc:
             manager.discard(folder)
-            raise _no_room(exc) from None
+            raise no_room(exc) from None
         except BaseException:
             manager.discard(folder)
             raise
@@ -515,7 +371,7 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
         if job.state == State.CANCELLED:
             raise ApiError(409, "cancelled", f"job {job.id} was cancelled")
         status = job.error_status or 500
-        code = job.error_code or _STATUS_CODES.get(status, "error")
+        code = job.error_code or STATUS_CODES.get(status, "error")
         raise ApiError(status, code, job.error or "job failed")
 
     def find(job_id: str) -> Job:
@@ -585,7 +441,7 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
     )
     async def upscale(
         request: Request,
-        size: Annotated[_Size, Depends(_size)],
+        size: Annotated[Size, Depends(size_params)],
         model: Annotated[
             str | None,
             Query(
@@ -628,7 +484,7 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
     )
     async def create_job(
         request: Request,
-        size: Annotated[_Size, Depends(_size)],
+        size: Annotated[Size, Depends(size_params)],
         model: Annotated[
             str | None,
             Query(
@@ -667,91 +523,9 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
     return app
 
 
-class _Size(NamedTuple):
-    scale: float | None
-    width: int | None
-    height: int | None
-    max_side: int | None
-
-
-def _size(
-    scale: Annotated[
-        float | None,
-        Query(
-            ge=1,
-            le=16,
-            description="2, 3, 4 pick the family's -xN; any other factor (1.5, 8) runs the "
-            "smallest trained scale that reaches it (or passes) and resizes exactly",
-        ),
-    ] = None,
-    width: Annotated[int | None, Query(ge=1, le=1 << 17, description="output width")] = None,
-    height: Annotated[int | None, Query(ge=1, le=1 << 17, description="output height")] = None,
-    max_side: Annotated[
-        int | None, Query(ge=1, le=1 << 17, description="longest output side")
-    ] = None,
-) -> _Size:
-    """The output size a request asks for (aspect kept for width / height / max_side)."""
-    return _Size(scale, width, height, max_side)
-
-
-def _pick(cat: Catalog, model: str | None, size: _Size) -> tuple[Any, Any]:
-    """(the variant, None) for a trained scale, else (the model's default variant, the
-    :class:`~sisr.infer.any_size.Target` to reach from it); LookupError for an unknown
-    model or a pinned variant asked for another integer scale."""
-    from sisr.infer.any_size import Target
-
-    scale, *sides = size
-    if any(v is not None for v in sides):
-        return cat.lookup(model, None), Target(scale, *sides).check()
-    if scale is None:
-        return cat.lookup(model, None), None
-    if float(scale).is_integer():
-        try:
-            return cat.lookup(model, int(scale)), None
-        except LookupError:
-            pinned = model is not None and model in cat.specs and model not in cat.families
-            if pinned:
-                raise
-    return cat.lookup(model, None), Target(scale).check()
-
-
-class _Asked(NamedTuple):
-    """What a request asked for besides the model: output format, x8 TTA, quality, the
-    name of a raw-body upload, and how long the result is kept (None: the job default)."""
-
-    fmt: str | None
-    tta: bool
-    quality: int | None
-    filename: str | None
-    ttl: float | None
-    target: Any = None  # sisr.infer.any_size.Target, for a size no trained scale gives
-
-
 def _query_names(dependant: Any) -> Iterator[str]:
     """The query parameters an endpoint declares, its dependencies' included."""
     for param in dependant.query_params:
         yield param.alias
     for sub in dependant.dependencies:
         yield from _query_names(sub)
-
-
-def _no_room(exc: OSError) -> BaseException:
-    """507 for a full disk while storing an upload (logged: the folder is the operator's
-    business, not the client's); any other OSError stays a bug (500)."""
-    if not storage_full(exc):
-        return exc
-    log.warning("storing an upload: %s", exc)
-    return ApiError(
-        507,
-        "insufficient_storage",
-        "the server has no room to store the upload right now; retry later",
-    )
-
-
-def _busy(full: QueueFull) -> ApiError:
-    return ApiError(
-        503,
-        "busy",
-        f"the server is busy ({full.reason}); retry in {full.retry_after} s",
-        {"Retry-After": str(full.retry_after)},
-    )
