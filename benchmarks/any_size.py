@@ -8,8 +8,9 @@ possible and downscaled to ``round(H / s) x round(W / s)`` with the MATLAB bicub
 brings it back to the HR size: bicubic alone; the network at each trained scale k (then the
 antialiased bicubic resize to the exact size: a downscale when k > s, an upscale when k < s);
 and every sequence of two or three passes (x4 then x2, ...). Y-PSNR against the HR (border of
-ceil(s) pixels), the paper protocol of ``sisr eval``. ``sisr upscale -s`` uses the smallest
-trained scale that reaches the factor, or the fewest passes (:func:`plan_passes`).
+ceil(s) pixels), the paper protocol of ``sisr eval``. ``sisr upscale -s`` uses the plan of
+:func:`plan_passes` (x2 first, then the smallest scale that reaches the rest), chosen by
+this measurement.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ def _table(*entries: NamedWeights) -> dict[str, NamedWeights]:
 @dataclass(frozen=True)
 class _Family:
     """One shipped model family: ``<name>-x<scale>`` for each scale, plus ``<name>`` for x2
-    when ``alias`` (the built-in ``default`` and ``fast``). ``scores``: the file's measured
+    when ``alias`` (the built-in ``default``, ``fast`` and ``photo``). ``scores``: the file's measured
     Y-PSNR on Set5, Set14, B100 (its metadata holds the full table)."""
 
     name: str
@@ -103,6 +103,15 @@ _FAMILIES = (
         },
         scores={2: (37.37, 33.0, 31.81), 3: (33.24, 29.55, 28.57), 4: (30.83, 27.75, 27.05)},
         source="trained by sisr: recipes/default_span_x{scale}.yaml, continued on CPU and GPU (tools/gpu/; stages in the file's metadata)",
+        alias=True,
+    ),
+    _Family(
+        "photo",
+        "span-t",
+        "SPAN-t for real photos (second-order degradations)",
+        sha256={2: "3f6b8fa1d20d7a0c2dbc848046dd507ab04267acc761b7406bc26ebc482f0417"},
+        scores={2: (36.4, 32.39, 31.33)},
+        source="trained by sisr on a CPU: recipes/photo_x2.yaml from default-x2 (55 min budget)",
         alias=True,
     ),
     _Family(

@@ -48,7 +48,7 @@ def frame_count(path: str | os.PathLike[str]) -> int:
             if im.format not in ("GIF", "WEBP", "PNG") or not getattr(im, "is_animated", False):
                 return 1
             return int(im.n_frames)
-    except (OSError, ValueError, SyntaxError, UnidentifiedImageError, EOFError):
+    except Exception:  # a probe: any trouble (too many pixels, damage) is the reader's to say
         return 1
 
 
@@ -81,6 +81,8 @@ def read_animation(path: str | os.PathLike[str], *, max_pixels: int | None = Non
                     frames.append(np.asarray(frame.convert("RGBA")).copy())
         except ImageError:
             raise
+        except Image.DecompressionBombError:
+            raise ImageError(path, f"too many pixels, above the limit of {limit:,}") from None
         except (OSError, ValueError, SyntaxError, UnidentifiedImageError, EOFError) as exc:
             raise ImageError(path, f"cannot read the animation ({exc})") from None
     if any(f.shape != frames[0].shape for f in frames):
