@@ -236,7 +236,9 @@ def _read_any(path: Path) -> Any:
 
     if is_video_name(path):
         return _Video(path)
-    return read_animation(path) if frame_count(path) > 1 else read_native(path)
+    # Only these formats animate: other files are opened once, by the reader.
+    animatable = path.suffix.lower() in (".gif", ".webp", ".png", ".apng")
+    return read_animation(path) if animatable and frame_count(path) > 1 else read_native(path)
 
 
 def upscale_video(
