@@ -17,7 +17,8 @@ from torch.nn import functional as F
 from sisr.archs import ARCHS, DETECTORS, build
 from sisr.archs.base import SRModel
 from sisr.errors import WeightsError
-from sisr.hub.detect import detect, detect_raw, scale_hint
+from sisr.hub.detect import scale_hint
+from sisr.hub.load import detect, detect_raw
 
 SD = dict[str, Tensor]
 

@@ -129,7 +129,7 @@ def test_span_without_norm_matches_spandrel(tmp_path: Path) -> None:
 
 def test_span_float64_equality() -> None:
     """In float64 the two implementations agree to rounding (any mapping error would show)."""
-    from sisr.hub.detect import detect_raw
+    from sisr.hub.load import detect_raw
 
     ref = _randomize(SPAN(num_in_ch=3, num_out_ch=3, feature_channels=8, upscale=3), 3)
     ours = detect_raw(ref.state_dict(), source="span").model.double()

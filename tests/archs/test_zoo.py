@@ -24,7 +24,7 @@ from sisr.archs.base import ArchInfo, Discriminator, SRModel
 from sisr.archs.complexity import count_params
 from sisr.errors import WeightsError
 from sisr.hub import load_model, save_weights
-from sisr.hub.weights import load_state_dict_strict
+from sisr.hub.strict import load_state_dict_strict
 
 BIG = 5_000_000  # parameters: above this, one scale and one tiny input only
 SIZES = ((7, 9), (8, 8), (13, 10))

@@ -15,13 +15,9 @@ from sisr.archs.base import SRModel
 from sisr.cli.main import main
 from sisr.errors import WeightsError
 from sisr.hub import load_model, read_metadata
-from sisr.hub.convert import (
-    convert_checkpoint,
-    detect_layout,
-    parse_overrides,
-    unwrap_state_dict,
-)
+from sisr.hub.convert import convert_checkpoint, detect_layout, parse_overrides
 from sisr.hub.download import sha256_file
+from sisr.hub.unwrap import unwrap_state_dict
 
 SMALL_EDSR = {"num_blocks": 2, "num_features": 8}
 SMALL_EDSR_ARGS = ["--set", "num_blocks=2", "--set", "num_features=8"]

@@ -76,7 +76,7 @@ import zipfile  # noqa: E402
 from unittest import mock  # noqa: E402
 
 from sisr.hub import torchfile  # noqa: E402
-from sisr.hub.convert import read_foreign_state_dict  # noqa: E402
+from sisr.hub.read import read_foreign_state_dict  # noqa: E402
 from tests.hub.craft import (  # noqa: E402
     Archive,
     StorageRef,

@@ -20,7 +20,7 @@ from sisr.archs.bicubic import MAX_SCALE, Bicubic
 from sisr.cli.main import main
 from sisr.errors import ConfigError, WeightsError
 from sisr.hub import load_model
-from sisr.hub.convert import read_foreign_state_dict
+from sisr.hub.read import read_foreign_state_dict
 from sisr.hub.torchfile import read_torch_file
 from tests.hub.craft import (
     Archive,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sisr.errors import WeightsError
-from sisr.hub.detect import load_detected
+from sisr.hub.load import load_detected
 
 PEERS = Path(
     os.environ.get(

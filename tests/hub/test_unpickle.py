@@ -12,7 +12,8 @@ from torch import nn
 
 from sisr.errors import WeightsError
 from sisr.hub import load_model
-from sisr.hub.unpickle import Inert, InertUnpickler, load_inert, plain
+from sisr.hub.torchfile import load_inert
+from sisr.hub.unpickle import Inert, InertUnpickler, plain
 
 
 class UserESPCN(nn.Module):

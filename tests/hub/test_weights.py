@@ -16,7 +16,9 @@ from sisr.archs.base import ArchInfo, SRModel
 from sisr.errors import WeightsError
 from sisr.hub import load_model, names, read_metadata, save_weights
 from sisr.hub.download import sha256_file
-from sisr.hub.weights import FORMAT_VERSION, load_state_dict_strict, resolve_weights
+from sisr.hub.load import resolve_weights
+from sisr.hub.strict import load_state_dict_strict
+from sisr.hub.weights import FORMAT_VERSION
 
 
 class _Toy(SRModel):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from sisr.hub.download import sha256_file
+from sisr.hub.load import load_model
 from sisr.hub.names import WEIGHTS, shipped_path
-from sisr.hub.weights import load_model, read_metadata
+from sisr.hub.weights import read_metadata
 
 SHIPPED = sorted(name for name, w in WEIGHTS.items() if w.file is not None)
 

@@ -101,7 +101,8 @@ def test_health_docs_and_page(client: TestClient) -> None:
 def test_models_report_scales_parameters_and_measured_psnr(
     client: TestClient, catalog: Any
 ) -> None:
-    from sisr.hub.weights import read_metadata, resolve_weights
+    from sisr.hub.load import resolve_weights
+    from sisr.hub.weights import read_metadata
 
     body = client.get("/v1/models").json()
     fam = next(f for f in body["families"] if f["name"] == body["default"])

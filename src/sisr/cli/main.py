@@ -16,9 +16,9 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from sisr import __version__
 from sisr.cli.messages import error_line, install_warning_format
 from sisr.errors import SisrError
+from sisr.version import __version__
 
 # Explicit list (no discovery): module names under sisr.cli.
 COMMANDS: tuple[str, ...] = (

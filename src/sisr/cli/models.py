@@ -187,11 +187,11 @@ def figures_key() -> str:
     """Hash of everything the figures depend on: the sources and the torch version."""
     from importlib import metadata
 
-    import sisr
+    from sisr import version
 
-    root = Path(sisr.__file__).resolve().parent
+    root = Path(version.__file__).resolve().parent
     h = hashlib.sha256()
-    h.update(f"{sisr.__version__} {REFERENCE_SCALES} {MACS_LR_SIZE}".encode())
+    h.update(f"{version.__version__} {REFERENCE_SCALES} {MACS_LR_SIZE}".encode())
     try:
         h.update(metadata.version("torch").encode())
     except metadata.PackageNotFoundError:

@@ -55,8 +55,9 @@ def scan_file(path: Path) -> dict[str, Any]:
             model = load_weights_file(path)
             out.update(kind="sisr", arch=model.arch_id, scale=model.scale, layout="sisr")
         else:
-            from sisr.hub.convert import read_foreign_state_dict
-            from sisr.hub.detect import detect_raw, scale_hint
+            from sisr.hub.detect import scale_hint
+            from sisr.hub.load import detect_raw
+            from sisr.hub.read import read_foreign_state_dict
 
             raw = read_foreign_state_dict(path)
             try:

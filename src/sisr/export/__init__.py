@@ -33,8 +33,8 @@ from sisr.export.prepare import (
     ExportError,
     deployable,
     export_metadata,
-    load_for_export,
 )
+from sisr.export.source import load_for_export
 from sisr.export.torch_export import export_program, export_torchscript
 
 __all__ = [

@@ -136,7 +136,8 @@ def load_onnx(
             source=str(path),
         )
     from sisr.export.onnx_export import onnx_bytes
-    from sisr.export.prepare import deployable, load_for_export
+    from sisr.export.prepare import deployable
+    from sisr.export.source import load_for_export
 
     model, meta = load_for_export(name_or_path, scale)
     net = deployable(model)

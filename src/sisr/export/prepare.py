@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -65,7 +64,7 @@ def export_metadata(model: nn.Module, weights_meta: Mapping[str, Any] | None = N
     """JSON-able facts about the network for the exported file: architecture, hparams,
     scale, ArchInfo (receptive radius, size multiple) and, from the weights file, recipe,
     iterations, metrics (measured PSNR) and provenance."""
-    from sisr import __version__
+    from sisr.version import __version__
 
     meta: dict[str, Any] = {
         "arch": getattr(model, "arch_id", type(model).__name__),
@@ -92,34 +91,6 @@ def _bytes_per_pixel(model: nn.Module) -> float:
     net = deployable(model)
     mult = max(1, int(net.info().size_multiple))
     return activation_bytes_per_pixel(net, net, 3, torch.device("cpu"), mult)
-
-
-def load_for_export(name_or_path: str | Path, scale: int | None = None) -> tuple[nn.Module, dict]:
-    """Load named weights or a weights file; returns the model and :func:`export_metadata`."""
-    from sisr.hub.weights import load_model, read_metadata, resolve_weights
-    from sisr.infer.upscaler import resolve_name
-
-    name = resolve_name(name_or_path, scale)
-    _refuse_graph_file(name)
-    model = load_model(name, device="cpu", scale=scale, progress=True)
-    path = resolve_weights(name)
-    weights_meta = read_metadata(path) if path is not None else None
-    meta = export_metadata(model, weights_meta)
-    meta["source"] = str(name_or_path) if path is None else Path(path).name
-    return model, meta
-
-
-def _refuse_graph_file(name: str) -> None:
-    """An exported graph holds no re-exportable network: say so instead of tracing it."""
-    from sisr.export.graphs import graph_kind
-
-    kind = Path(name).is_file() and graph_kind(name)
-    if kind:
-        what = "TorchScript" if kind == "torchscript" else "torch.export (.pt2)"
-        raise ExportError(
-            f"{name}: already an exported {what} graph; export from the original weights "
-            f"(a .safetensors file or a model name), or run it as it is: sisr upscale -n {name}"
-        )
 
 
 def example_input(model: nn.Module, size: tuple[int, int] = TRACE_SIZE) -> Tensor:
@@ -226,5 +197,4 @@ __all__ = [
     "export_metadata",
     "info_from_meta",
     "json_properties",
-    "load_for_export",
 ]

@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from sisr.hub.download import cache_dir, fetch
-    from sisr.hub.weights import load_model, read_metadata, save_weights
+    from sisr.hub.load import load_model
+    from sisr.hub.weights import read_metadata, save_weights
 
 _EXPORTS = {
     "save_weights": "sisr.hub.weights",
-    "load_model": "sisr.hub.weights",
+    "load_model": "sisr.hub.load",
     "read_metadata": "sisr.hub.weights",
     "fetch": "sisr.hub.download",
     "cache_dir": "sisr.hub.download",

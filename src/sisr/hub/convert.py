@@ -1,17 +1,16 @@
 """Convert foreign checkpoints (EDSR-PyTorch, BasicSR, DataParallel...) to sisr weights.
 
-Pipeline (:func:`convert_checkpoint`):
+``sisr convert`` sits on top of the loading pipeline and calls nothing that calls it back.
+:func:`convert_detected` runs the whole pipeline (:func:`sisr.hub.load.detect_raw`) and saves
+the result in sisr's own format; :func:`convert_checkpoint` is for an architecture named by
+the user (``--arch``):
 
-1. :func:`read_foreign_state_dict`: :mod:`sisr.hub.torchfile` (no ``torch.load``: every
-   size checked before allocating; pickled objects other than tensors and containers
-   become inert records, never executed) or safetensors.
-2. :func:`unwrap_state_dict`: take ``params_ema`` (preferred) / ``params`` (BasicSR),
-   ``state_dict`` / ``model`` / ``net_g`` wrappers, then strip prefixes every key
-   shares: ``module.`` (DataParallel / DDP) and ``_orig_mod.`` (``torch.compile``).
-3. A key :class:`Layout` for the target architecture renames the keys to ours
+1. :func:`sisr.hub.read.read_foreign_state_dict` and
+   :func:`sisr.hub.unwrap.unwrap_state_dict`, as for every foreign file;
+2. A key :class:`Layout` for the target architecture renames the keys to ours
    (detected from the keys, or chosen by name). sisr's own names follow the official
    code where there is one (EDSR-PyTorch for ``edsr``), so that layout is the identity.
-4. Build the preset (scale inferred from tensor shapes when not given), fill in
+3. Build the preset (scale inferred from tensor shapes when not given), fill in
    constant buffers the foreign format does not store (e.g. EDSR's mean shift under
    BasicSR), load strictly, save with :func:`sisr.hub.weights.save_weights`.
 """
@@ -19,7 +18,6 @@ Pipeline (:func:`convert_checkpoint`):
 from __future__ import annotations
 
 import contextlib
-import itertools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,104 +29,13 @@ from torch import Tensor
 
 from sisr.archs.base import SRModel
 from sisr.errors import ConfigError, SisrError, WeightsError
-from sisr.hub.weights import (
-    load_state_dict_strict,
-    read_tensors,
-    save_weights,
-    state_dict_mismatches,
-)
+from sisr.hub.load import describe, detect_raw
+from sisr.hub.read import read_foreign_state_dict
+from sisr.hub.strict import load_state_dict_strict, state_dict_mismatches
+from sisr.hub.unwrap import unwrap_state_dict
+from sisr.hub.weights import save_weights
 
 StateDict = dict[str, Tensor]
-
-# Wrapper keys, most preferred first: BasicSR keeps the EMA copy in params_ema.
-WRAPPER_KEYS: tuple[str, ...] = ("params_ema", "params", "state_dict", "model", "net_g", "netG")
-STRIP_PREFIXES: tuple[str, ...] = ("module.", "_orig_mod.")
-
-
-# --- reading -----------------------------------------------------------------------
-
-
-def _looks_like_safetensors(path: Path) -> bool:
-    """safetensors files start with an 8-byte little-endian header length, then ``{``."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(9)
-        size = path.stat().st_size
-    except OSError:
-        return False
-    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < size
-
-
-def read_foreign_state_dict(path: str | Path) -> Any:
-    """Load a checkpoint's raw content without executing pickled code.
-
-    Returns whatever the file holds (usually a dict, possibly nested), with whole-model
-    pickles flattened to their state dicts. safetensors files give a flat
-    ``{name: tensor}`` dict. ``torch.save`` files are read by
-    :func:`sisr.hub.torchfile.read_torch_file` (sizes checked before allocating, other
-    pickled objects kept as inert records).
-    """
-    from sisr.hub.torchfile import read_torch_file
-    from sisr.hub.unpickle import classes_in, holds_tensors, plain
-
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such checkpoint file")
-    if path.suffix == ".safetensors" or _looks_like_safetensors(path):
-        return read_tensors(path)
-    raw = read_torch_file(path)
-    content = plain(raw)
-    names = classes_in(raw)
-    if names and not holds_tensors(content):
-        raise WeightsError(
-            f"{path}: refused: the checkpoint holds pickled objects ({', '.join(names[:8])}) "
-            "and no tensors that can be read without running its code (sisr never runs "
-            "pickled code)"
-        )
-    return content
-
-
-def _is_state_dict(obj: Any) -> bool:
-    return (
-        isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
-    )
-
-
-def unwrap_state_dict(obj: Any, *, source: str = "checkpoint") -> StateDict:
-    """Find the tensor dict inside common wrappers and strip shared prefixes.
-
-    Wrappers are searched in :data:`WRAPPER_KEYS` order at each level, so
-    ``{"params": ..., "params_ema": ...}`` yields the EMA weights.
-    """
-    seen = 0
-    while not _is_state_dict(obj):
-        if not isinstance(obj, Mapping):
-            raise WeightsError(f"{source}: expected a dict of tensors, found {type(obj).__name__}")
-        inner = next((obj[k] for k in WRAPPER_KEYS if k in obj), None)
-        if inner is None:
-            # A flat dict with a few non-tensor extras (e.g. "epoch") next to tensors.
-            tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
-            if tensors:
-                obj = tensors
-                break
-            keys = ", ".join(str(k)[:40] for k in itertools.islice(obj, 10))
-            raise WeightsError(
-                f"{source}: no tensors found; top-level keys: {keys} "
-                f"(known wrappers: {', '.join(WRAPPER_KEYS)})"
-            )
-        obj = inner
-        seen += 1
-        if seen > 8:
-            raise WeightsError(f"{source}: checkpoint nested too deeply")
-    sd: StateDict = {str(k): v for k, v in obj.items()}
-    changed = True
-    while changed:
-        changed = False
-        for prefix in STRIP_PREFIXES:
-            if all(k.startswith(prefix) for k in sd):
-                sd = {k[len(prefix) :]: v for k, v in sd.items()}
-                changed = True
-    return sd
 
 
 # --- key layouts -------------------------------------------------------------------
@@ -439,7 +346,6 @@ def convert_detected(
     The metadata records the detected key layout, the scale's origin and every
     hyper-parameter that had to be assumed (``extra.detected``).
     """
-    from sisr.hub.detect import describe, detect_raw
     from sisr.hub.download import sha256_file
 
     src = Path(src)
@@ -489,7 +395,6 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
 __all__ = [
     "LAYOUTS",
     "NATIVE",
-    "WRAPPER_KEYS",
     "ConversionResult",
     "Layout",
     "apply_layout",
@@ -500,6 +405,4 @@ __all__ = [
     "infer_scale",
     "legacy_weight_norm",
     "parse_overrides",
-    "read_foreign_state_dict",
-    "unwrap_state_dict",
 ]

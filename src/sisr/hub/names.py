@@ -7,7 +7,7 @@ cache on first use). Either way the file is a sisr weights file (see
 ``sisr convert`` first, then added here.
 
 ``bicubic`` (and ``bicubic-x2`` / ``-x3`` / ``-x4``) is not in the table: it
-needs no weights and is built directly by :func:`sisr.hub.weights.load_model`.
+needs no weights and is built directly by :func:`sisr.hub.load.load_model`.
 
 Adding an entry: put the file in ``src/sisr/hub/weights/`` (or upload it), then
 add a :class:`NamedWeights` line below with its SHA-256 (``sha256sum FILE``).

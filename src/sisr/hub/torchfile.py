@@ -4,8 +4,10 @@ before it is allocated, and nothing from the file runs.
 Both formats ``torch.save`` writes are read here:
 
 * zip (torch >= 1.6): ``ROOT/data.pkl`` plus one entry ``ROOT/data/KEY`` per storage;
-* legacy (``_use_new_zipfile_serialization=False``): four pickles (magic number, protocol,
-  system info, the object), the storage keys, then each storage's element count and bytes.
+* legacy (``_use_new_zipfile_serialization=False``, and every torch before 1.6, Python 2
+  included): four pickles (magic number, protocol, system info, the object), the storage
+  keys, then each storage's element count and bytes. The pickles are protocol 2 unless the
+  file was saved with ``pickle_protocol=0/1``.
 
 A file can be tiny on disk and still ask for gigabytes: a deflate-compressed entry of
 zeros, a storage that claims more elements than its entry holds, a tensor whose zero or
@@ -57,6 +59,9 @@ MAX_ENTRIES = 50_000
 MAX_DIMS = 16
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
+# A legacy file saved with pickle protocol 0 or 1 (no PROTO opcode) starts with the magic
+# number as a text LONG opcode.
+_TEXT_MAGIC = b"L%dL\n" % LEGACY_MAGIC
 
 _STORAGE_DTYPES: dict[str, torch.dtype] = {
     "DoubleStorage": torch.float64,
@@ -519,7 +524,7 @@ def describe_start(head: bytes) -> str | None:
     """Why a file is not a torch.save file at all, from its first bytes (None: it may be)."""
     if not head:
         return "the file is empty"
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80" or head.startswith(_TEXT_MAGIC[:8]):
         return None
     return (
         f"it starts with {head[:8]!r}, neither a zip archive nor a pickle as torch.save "
@@ -584,6 +589,13 @@ def read_torch_file(
         raise WeightsError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
+def load_inert(path: Any) -> Any:
+    """Unpickle a torch checkpoint with every non-tensor class replaced by an inert record
+    (:func:`read_torch_file` with its defaults; :func:`sisr.hub.unpickle.plain` turns the
+    module records into state dicts)."""
+    return read_torch_file(path)
+
+
 def load_error(path: str | Path, exc: BaseException) -> WeightsError:
     """sisr's own message for a file ``torch.load`` failed on, never torch's text (which
     advises retrying with ``weights_only=False``, i.e. running the file's code)."""
@@ -603,6 +615,7 @@ __all__ = [
     "StorageType",
     "describe_start",
     "load_error",
+    "load_inert",
     "read_torch_file",
     "view_extent",
 ]

@@ -18,11 +18,15 @@ index (the C unpickler sizes its memo table by the largest index) is refused too
 :func:`module_state_dict` flattens a record of an ``nn.Module`` into
 ``{"conv.weight": tensor, ...}`` exactly as ``state_dict()`` would (parameters and
 persistent buffers, in order), and :func:`plain` does that everywhere inside containers,
-keeping shared containers shared.
+keeping shared containers shared. Pickles from torch before 1.0 hold each parameter as a
+``Parameter`` / ``Variable`` record around its tensor (:func:`tensor_of` unwraps it), and
+Python 2 ones name ``__builtin__`` / ``copy_reg`` and store ``str`` as bytes (read as
+latin-1). This module reads pickles only: files are opened by :mod:`sisr.hub.torchfile`.
 """
 
 from __future__ import annotations
 
+import codecs
 import collections
 import io
 import mmap
@@ -99,6 +103,14 @@ def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
     raise pickle.UnpicklingError(f"refused to reconstruct {cls!r}")
 
 
+def _newobj(cls: Any, *args: Any) -> Any:
+    """``copyreg.__newobj__`` for stand-in classes only: how protocol 0/1 pickles of torch
+    0.2-0.3 write ``Variable`` / ``Parameter`` (``__newobj__, (cls, data), state``)."""
+    if isinstance(cls, type) and issubclass(cls, Inert):
+        return cls.__new__(cls, *args)
+    raise pickle.UnpicklingError(f"refused to create {cls!r}")
+
+
 def _latin1_bytes(text: Any, encoding: Any = "latin1") -> bytes:
     """``_codecs.encode``, which protocol-2 pickles use for every ``bytes`` value."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
@@ -113,6 +125,8 @@ def _allowed() -> dict[tuple[str, str], Any]:
         ("collections", "OrderedDict"): collections.OrderedDict,
         ("copyreg", "_reconstructor"): _reconstructor,
         ("copy_reg", "_reconstructor"): _reconstructor,
+        ("copyreg", "__newobj__"): _newobj,
+        ("copy_reg", "__newobj__"): _newobj,
         ("_codecs", "encode"): _latin1_bytes,
         ("torch", "Size"): torch.Size,
     }
@@ -382,16 +396,44 @@ def _measure(root: Any) -> tuple[int, int]:
     return root[1], root[2]
 
 
+def _read_string_latin1(stream: Any) -> str:
+    """The argument of STRING (protocol 0 ``S'...'``): Python 2 ``str`` bytes, read as
+    latin-1 as the unpickler does (``pickletools`` insists on ASCII)."""
+    quoted = pickletools.read_stringnl(stream, decode=False)
+    return codecs.escape_decode(quoted)[0].decode("latin-1")
+
+
 def _ops(data: bytes | mmap.mmap, start: int) -> Iterator[tuple[pickletools.OpcodeInfo, Any, int]]:
+    """``pickletools.genops``, but reading STRING arguments as latin-1."""
     # A mapped file is read in place (BytesIO would copy all of it).
     stream = data if isinstance(data, mmap.mmap) else io.BytesIO(data)
     stream.seek(start)
-    for op, arg, pos in pickletools.genops(stream):
-        if pos is not None and pos - start > MAX_PICKLE_BYTES:
+    while True:
+        pos = stream.tell()
+        if pos - start > MAX_PICKLE_BYTES:
             raise PickleLimitError(
                 f"its pickle is larger than {MAX_PICKLE_BYTES >> 20} MiB (the limit)"
             )
+        code = stream.read(1)
+        op = _CODE2OP.get(code)
+        if op is None:
+            raise ValueError(
+                f"at position {pos}, opcode {code!r} unknown"
+                if code
+                else "pickle exhausted before STOP"
+            )
+        if op.arg is None:
+            arg = None
+        elif op.name == "STRING":
+            arg = _read_string_latin1(stream)
+        else:
+            arg = op.arg.reader(stream)
         yield op, arg, pos
+        if op.name == "STOP":
+            return
+
+
+_CODE2OP = {op.code.encode("latin-1"): op for op in pickletools.opcodes}
 
 
 def scan_pickle(data: bytes | mmap.mmap, start: int = 0) -> int:
@@ -414,20 +456,36 @@ def scan_pickle(data: bytes | mmap.mmap, start: int = 0) -> int:
 # --- reading the records -------------------------------------------------------------
 
 
-def load_inert(path: Any) -> Any:
-    """Unpickle a torch checkpoint with every non-tensor class replaced by an inert record."""
-    from sisr.hub.torchfile import read_torch_file
-
-    return read_torch_file(path)
-
-
 def _class_path(obj: Any) -> str:
     return getattr(obj, "_sisr_path", type(obj).__name__)
 
 
+# Classes pickled as ``cls(tensor, ...)`` by torch before 1.0: 0.1-0.3 wrote a Parameter /
+# Variable as ``REDUCE(cls, (data,))`` + ``BUILD((requires_grad, volatile, hooks))`` (or
+# ``copyreg.__newobj__`` under protocol 0/1), 0.4.0 as ``REDUCE(Parameter, (data,
+# requires_grad))``. Later versions go through ``torch._utils._rebuild_parameter``, which
+# the reader maps to the tensor itself. The record's first argument is the tensor.
+_TENSOR_RECORDS = frozenset({"torch.nn.parameter.Parameter", "torch.autograd.variable.Variable"})
+
+
+def tensor_of(obj: Any) -> Any:
+    """The tensor a ``Parameter`` / ``Variable`` record wraps; anything else as it is."""
+    inner = obj
+    for _ in range(4):  # Parameter(Variable(tensor)) at most, in practice
+        if not (isinstance(inner, Inert) and inner._sisr_path in _TENSOR_RECORDS and inner.args):
+            break
+        inner = inner.args[0]
+    return inner if isinstance(inner, torch.Tensor) else obj
+
+
 def _module_state(obj: Inert) -> dict[str, Any] | None:
     state = obj.state
-    if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):
+    if (
+        isinstance(state, tuple)
+        and len(state) == 2
+        and isinstance(state[0], dict | None)
+        and isinstance(state[1], dict)
+    ):
         state = {**(state[0] or {}), **state[1]}  # (dict, slots) form
     return state if isinstance(state, dict) else None
 
@@ -439,11 +497,16 @@ def _state_dict_of(
     if state is None or id(obj) in path or depth > MAX_DEPTH:
         return  # not a module, a module containing itself, or absurdly deep
     skip = state.get("_non_persistent_buffers_set")
-    skip_names = set(skip) if isinstance(skip, set | frozenset | list | tuple) else set()
+    skip_names = (
+        {n for n in skip if isinstance(n, str)}
+        if isinstance(skip, set | frozenset | list | tuple)
+        else set()
+    )
     for group in ("_parameters", "_buffers"):
         tensors = state.get(group)
         if isinstance(tensors, dict):
-            for name, value in tensors.items():
+            for name, record in tensors.items():
+                value = tensor_of(record)
                 if isinstance(value, torch.Tensor) and not (
                     group == "_buffers" and name in skip_names
                 ):
@@ -464,11 +527,8 @@ def _state_dict_of(
 
 def is_module_record(obj: Any) -> bool:
     """True for the record of a pickled ``nn.Module`` (it has ``_parameters`` / ``_modules``)."""
-    return (
-        isinstance(obj, Inert)
-        and isinstance(obj.state, dict)
-        and ("_parameters" in obj.state or "_modules" in obj.state)
-    )
+    state = _module_state(obj) if isinstance(obj, Inert) else None
+    return state is not None and ("_parameters" in state or "_modules" in state)
 
 
 def module_state_dict(obj: Inert) -> collections.OrderedDict[str, torch.Tensor]:
@@ -479,7 +539,8 @@ def module_state_dict(obj: Inert) -> collections.OrderedDict[str, torch.Tensor]:
 
 
 def plain(obj: Any) -> Any:
-    """Module records -> state dicts, recursively inside dicts / lists; other records kept.
+    """Module records -> state dicts and ``Parameter`` / ``Variable`` records -> their
+    tensors, recursively inside dicts / lists; other records kept.
 
     Containers without a module record inside are returned as they are (no copy), and a
     container met twice is converted once, so sharing in the file never multiplies here.
@@ -494,7 +555,7 @@ def _plain(obj: Any, depth: int, done: dict[int, Any]) -> Any:
     if key in done:
         return done[key]
     if isinstance(obj, Inert):
-        result = module_state_dict(obj) if is_module_record(obj) else obj
+        result = module_state_dict(obj) if is_module_record(obj) else tensor_of(obj)
         done[key] = result
         return result
     done[key] = obj  # while inside: a cycle back here sees the container itself
@@ -548,8 +609,8 @@ __all__ = [
     "classes_in",
     "holds_tensors",
     "is_module_record",
-    "load_inert",
     "module_state_dict",
     "plain",
     "scan_pickle",
+    "tensor_of",
 ]

@@ -40,6 +40,7 @@ from torch import nn
 
 from sisr.archs.base import SRModel
 from sisr.errors import ConfigError, WeightsError
+from sisr.hub.strict import load_state_dict_strict, state_dict_mismatches, unwrap_model
 from sisr.hub.validate import (
     check_finite,
     check_hparam_ranges,
@@ -57,17 +58,6 @@ _STORAGE_DTYPES: dict[torch.dtype, str] = {
     torch.float16: "float16",
     torch.bfloat16: "bfloat16",
 }
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The plain module inside ``torch.compile`` / DataParallel / DDP wrappers."""
-    while True:
-        if hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
-            model = model._orig_mod
-        elif isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
-            model = model.module
-        else:
-            return model
 
 
 def _json(value: Any, what: str) -> str:
@@ -115,8 +105,8 @@ def save_weights(
     """
     from safetensors.torch import save_file
 
-    from sisr import __version__
     from sisr.archs import ARCHS
+    from sisr.version import __version__
 
     model = unwrap_model(model)
     arch = getattr(model, "arch_id", None)
@@ -197,48 +187,6 @@ def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise not_safetensors_error(path, exc) from exc
 
 
-def state_dict_mismatches(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
-    """Human-readable problems preventing a strict load (empty list = loadable)."""
-    expected = unwrap_model(model).state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    shapes = [
-        f"{k} (file {tuple(state_dict[k].shape)}, model {tuple(expected[k].shape)})"
-        for k in expected
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)
-    ]
-    problems = []
-    for one, many, items in (
-        ("missing key", "missing keys", missing),
-        ("unexpected key", "unexpected keys", unexpected),
-        ("shape mismatch", "shape mismatches", shapes),
-    ):
-        if items:
-            problems.append(f"{len(items)} {one if len(items) == 1 else many}: {', '.join(items)}")
-    return problems
-
-
-def load_state_dict_strict(
-    model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str
-) -> None:
-    """Load ``state_dict`` into ``model`` exactly, or raise one WeightsError listing all problems.
-
-    Floating tensors are cast to the model's dtype (fp16 storage loads into fp32).
-    """
-    target = unwrap_model(model)
-    problems = state_dict_mismatches(target, state_dict)
-    if problems:
-        what = getattr(target, "arch_id", type(target).__name__)
-        hparams = getattr(target, "hparams", None)
-        desc = f"{what}({_json(hparams, 'hparams')})" if hparams is not None else what
-        raise WeightsError(f"{source}: weights do not match {desc}: " + "; ".join(problems))
-    expected = target.state_dict()
-    cast = {
-        k: v.to(expected[k].dtype) if v.is_floating_point() else v for k, v in state_dict.items()
-    }
-    target.load_state_dict(cast, strict=True)
-
-
 def model_from_metadata(
     meta: Mapping[str, Any], *, source: str, device: str | torch.device | None = None
 ) -> SRModel:
@@ -291,61 +239,6 @@ def load_weights_file(path: str | Path) -> SRModel:
     return model
 
 
-def resolve_weights(name_or_path: str | Path, *, progress: bool = True) -> Path | None:
-    """The weights file behind a path or a named entry; ``None`` for ``bicubic``.
-
-    Named downloadable weights are fetched into ``cache_dir()/weights``.
-    """
-    from sisr.hub import names
-
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    if path.is_dir():
-        raise WeightsError(f"{path}: is a folder, not a weights file")
-    name = str(name_or_path)
-    if names.BICUBIC_NAME.match(name):
-        return None
-    entry = names.WEIGHTS.get(name)
-    if entry is not None:
-        shipped = names.shipped_path(entry)
-        if shipped is not None:
-            if not shipped.is_file():
-                raise WeightsError(f"{name}: shipped weights file {shipped} is missing")
-            return shipped
-        from sisr.hub.download import cache_dir, fetch
-
-        assert entry.url is not None
-        return fetch(
-            entry.url,
-            entry.sha256,
-            cache_dir=cache_dir() / "weights",
-            filename=f"{entry.name}.safetensors",
-            progress=progress,
-        )
-    from sisr.hub.catalog import catalog, fetch_entry
-
-    published = catalog().get(name)
-    if published is not None:  # a published file (OpenModelDB facts), verified download
-        return fetch_entry(published, progress=progress)
-    if path.suffix or len(path.parts) > 1:
-        raise WeightsError(f"{path}: no such weights file")
-    known = (
-        ", ".join(names.known_names()) + " (and the published weights of `sisr models --catalog`)"
-    )
-    from sisr.archs import PRESETS
-
-    if name in PRESETS:
-        raise WeightsError(
-            f"{name!r} is a preset without named weights: train it (sisr train) or convert "
-            f"a checkpoint (sisr convert) and pass the .safetensors file; named weights: {known}"
-        )
-    raise WeightsError(
-        f"unknown weights name {name!r}: not a file and not a named weights entry; "
-        f"known names: {known}"
-    )
-
-
 def is_sisr_weights(path: str | Path) -> bool:
     """True for a safetensors file with sisr metadata (anything else is a foreign file)."""
     try:
@@ -354,74 +247,16 @@ def is_sisr_weights(path: str | Path) -> bool:
         return False
 
 
-def _load_foreign(path: Path, scale: int | None) -> SRModel:
-    """A .pth / .pt / foreign safetensors file: architecture detected from its tensors."""
-    from sisr.hub.detect import load_detected
-
-    return load_detected(path, scale=scale).model
-
-
-def load_model(
-    name_or_path: str | Path,
-    *,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype | None = None,
-    scale: int | None = None,
-    progress: bool = True,
-) -> SRModel:
-    """Load a ready-to-run SR model (eval mode) from a weights file or a name.
-
-    Resolution: an existing file path; ``bicubic`` / ``bicubic-xN`` (the
-    parameter-free baseline, scale from the suffix or ``scale=``); a name from
-    :data:`sisr.hub.names.WEIGHTS` (shipped in the package, or downloaded and
-    verified into the cache). Anything else is a WeightsError listing the names.
-
-    Args:
-        device, dtype: where and in which float dtype the model ends up.
-        scale: optional expected scale; a file with another scale is an error.
-        progress: show a progress bar when downloading.
-    """
-    from sisr.hub import names
-
-    path = resolve_weights(name_or_path, progress=progress)
-    if path is None:
-        from sisr.archs import PRESETS
-
-        m = names.BICUBIC_NAME.match(str(name_or_path))
-        assert m is not None
-        named_scale = int(m.group(1)) if m.group(1) else None
-        if named_scale is not None and scale is not None and named_scale != scale:
-            raise WeightsError(f"{name_or_path}: scale x{named_scale} but scale={scale} requested")
-        chosen = named_scale or scale
-        if chosen is None:
-            raise WeightsError(
-                f"{name_or_path!s}: bicubic needs a scale: use 'bicubic-x4' or pass scale=4"
-            )
-        model = PRESETS["bicubic"](scale=chosen)
-    else:
-        model = load_weights_file(path) if is_sisr_weights(path) else _load_foreign(path, scale)
-        if scale is not None and int(model.scale) != int(scale):
-            raise WeightsError(
-                f"{path}: weights are for x{model.scale}, but x{scale} was requested"
-            )
-    model = model.to(device)
-    if dtype is not None:
-        model = model.to(dtype)
-    return model.eval()
-
-
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "export_state_dict",
     "is_sisr_weights",
-    "load_model",
     "load_state_dict_strict",
     "load_weights_file",
     "model_from_metadata",
     "read_metadata",
     "read_tensors",
-    "resolve_weights",
     "save_weights",
     "state_dict_mismatches",
     "unwrap_model",

@@ -152,7 +152,8 @@ def _cpu_bf16_ok(name: str) -> bool:
 
     Written by ``tools/finalize.py --cpu-bf16`` as ``extra.cpu_bf16.ok`` after measuring.
     """
-    from sisr.hub.weights import read_metadata, resolve_weights
+    from sisr.hub.load import resolve_weights
+    from sisr.hub.weights import read_metadata
 
     try:
         path = resolve_weights(name, progress=False)
@@ -271,7 +272,7 @@ class Upscaler:
         ``scale`` picks the ``-x<scale>`` variant of a name; other keyword arguments go to
         :class:`Upscaler`.
         """
-        from sisr.hub.weights import load_model
+        from sisr.hub.load import load_model
 
         name = resolve_name(name_or_path, scale)
         dev = resolve_device(device)

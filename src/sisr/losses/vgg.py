@@ -362,7 +362,7 @@ def read_vgg_state_dict(
     returned (keyed ``features.0.weight``...), so the caller checks completeness; with
     them, every key of the file (normalised to torchvision's names) for layout checks.
     """
-    from sisr.hub.convert import unwrap_state_dict
+    from sisr.hub.unwrap import unwrap_state_dict
 
     path = Path(path)
     if not path.is_file():

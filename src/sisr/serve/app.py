@@ -36,7 +36,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sisr import __version__
 from sisr.errors import ConfigError
 from sisr.serve.catalog import Catalog
 from sisr.serve.config import ServeConfig
@@ -59,6 +58,7 @@ from sisr.serve.uploads import (
     probe,
     safe_name,
 )
+from sisr.version import __version__
 
 log = logging.getLogger("sisr.serve")
 STATIC_DIR = Path(__file__).resolve().parent / "static"

@@ -59,7 +59,8 @@ def _metrics(meta: dict[str, Any]) -> tuple[dict[str, Any], ...]:
 
 def _spec(key: str, family: str, source: str) -> ModelSpec:
     from sisr.hub import names
-    from sisr.hub.weights import read_metadata, resolve_weights
+    from sisr.hub.load import resolve_weights
+    from sisr.hub.weights import read_metadata
 
     bic = names.BICUBIC_NAME.match(key)
     if bic is not None:

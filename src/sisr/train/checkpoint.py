@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from sisr.errors import WeightsError
-from sisr.hub.weights import unwrap_model
+from sisr.hub.strict import unwrap_model
 from sisr.io.atomic import atomic_path
 
 FORMAT = "sisr.train.checkpoint"
@@ -164,7 +164,7 @@ def read_any_weights(path: str | Path) -> dict[str, torch.Tensor]:
     weights (``default-x2``: the shipped or catalogue file behind the name)."""
     path = Path(path)
     if not path.is_file() and len(path.parts) == 1 and not path.suffix:
-        from sisr.hub.weights import resolve_weights
+        from sisr.hub.load import resolve_weights
 
         try:
             named = resolve_weights(str(path), progress=False)

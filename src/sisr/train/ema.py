@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sisr.hub.weights import unwrap_model
+from sisr.hub.strict import unwrap_model
 
 
 class EMA:

@@ -81,7 +81,8 @@ def save_discriminator(
     """Write a discriminator as safetensors with ``arch``/``hparams`` metadata (atomically)."""
     from safetensors.torch import save_file
 
-    from sisr.hub.weights import export_state_dict, unwrap_model
+    from sisr.hub.strict import unwrap_model
+    from sisr.hub.weights import export_state_dict
 
     d = unwrap_model(d)
     meta = {
@@ -99,7 +100,8 @@ def save_discriminator(
 
 def load_discriminator(path: str | Path) -> Discriminator:
     """Rebuild a discriminator written by :func:`save_discriminator` (strict load)."""
-    from sisr.hub.weights import load_state_dict_strict, read_metadata, read_tensors
+    from sisr.hub.strict import load_state_dict_strict
+    from sisr.hub.weights import read_metadata, read_tensors
 
     meta = read_metadata(path)
     if meta.get("format") != DISCRIMINATOR_FORMAT:
@@ -114,7 +116,7 @@ def resolve_generator_init(value: str) -> Path:
     path = expand_path(value, "gan.init_generator")
     if path.is_file():
         return path
-    from sisr.hub.weights import resolve_weights
+    from sisr.hub.load import resolve_weights
 
     try:
         found = resolve_weights(str(path))
@@ -375,7 +377,7 @@ class GANTrainer(Trainer):
         return state
 
     def _restore(self, state: dict[str, Any]) -> None:
-        from sisr.hub.weights import load_state_dict_strict
+        from sisr.hub.strict import load_state_dict_strict
 
         gan = state.get("gan")
         if not isinstance(gan, dict):

@@ -547,7 +547,7 @@ class Trainer:
         )
 
     def _restore(self, state: dict[str, Any]) -> None:
-        from sisr.hub.weights import load_state_dict_strict
+        from sisr.hub.strict import load_state_dict_strict
 
         load_state_dict_strict(self.model, state["model"], source="checkpoint")
         self.optimizer.load_state_dict(state["optimizer"])
