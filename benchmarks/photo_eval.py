@@ -16,6 +16,10 @@ The degradation of image ``i`` (files in name order) of a set draws from
 
 Scores: Y-PSNR / SSIM against the clean HR (BT.601 Y, ``scale`` border pixels removed), the
 paper protocol of ``sisr eval``.
+
+``--montage DIR`` also writes, for each ``--montage-image`` (default ``Set14/comic``), its
+degraded LR (``DIR/<image>_lr.png``, the exact input the table scored) and a ``sisr compare``
+figure of that LR upscaled by every model beside the HR (``DIR/<image>_compare.png``).
 """
 
 from __future__ import annotations
@@ -65,6 +69,10 @@ def main() -> int:
     ap.add_argument("-d", "--data", action="append", help="sets (default Set14 and B100)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--montage", metavar="DIR", help="write degraded LR + sisr compare figures")
+    ap.add_argument(
+        "--montage-image", action="append", metavar="SET/NAME", help="default Set14/comic"
+    )
     args = ap.parse_args()
 
     from sisr.evaluate.runner import evaluate
@@ -82,7 +90,40 @@ def main() -> int:
                 r = evaluate(model, inputs[(s, d)], args.scale, device=args.device)
                 cells.append(f"{r.psnr_y:.2f} / {r.ssim_y:.4f}")
         print(f"{model:40} " + " ".join(f"{c:>22}" for c in cells), flush=True)
+    if args.montage:
+        for item in args.montage_image or ["Set14/comic"]:
+            montage(item, args, inputs)
     return 0
+
+
+def montage(item: str, args: argparse.Namespace, inputs: dict) -> None:
+    """The degraded LR of one image (as scored above) and its ``sisr compare`` figure."""
+    from pathlib import Path
+
+    from sisr.cli.main import main as sisr_main
+    from sisr.io import write_uint8
+
+    set_name, _, stem = item.partition("/")
+    if (set_name, True) not in inputs:
+        inputs[(set_name, True)] = pairs(set_name, args.scale, args.seed, True)
+        inputs[(set_name, False)] = pairs(set_name, args.scale, args.seed, False)
+    by_name = {Path(p.name).stem: p for p in inputs[(set_name, False)]}
+    lr_by_name = {Path(p.name).stem: p for p in inputs[(set_name, True)]}
+    if stem not in by_name:
+        raise SystemExit(f"--montage-image {item}: no image {stem!r} in {set_name}")
+    clean, degraded = by_name[stem], lr_by_name[stem]
+    out = Path(args.montage)
+    out.mkdir(parents=True, exist_ok=True)
+    hr_path, lr_path = out / f"{stem}_hr.png", out / f"{stem}_lr.png"
+    write_uint8(hr_path, clean.hr.permute(1, 2, 0).numpy())
+    write_uint8(lr_path, degraded.lr.permute(1, 2, 0).numpy())
+    argv = ["compare", "-i", str(hr_path), "--lr", str(lr_path), "-s", str(args.scale)]
+    for model in args.model:
+        argv += ["-m", model]
+    argv += ["-o", str(out / f"{stem}_compare.png"), "--device", args.device]
+    print("sisr " + " ".join(argv), flush=True)
+    if sisr_main(argv) != 0:
+        raise SystemExit(f"sisr compare failed for {item}")
 
 
 if __name__ == "__main__":

@@ -135,3 +135,34 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*small, "-o", str(tmp_path / "f.png")]) == 2
     assert f"{tmp_path / 'small.png'}: image 12x12 (cropped" in capsys.readouterr().err
     assert not (tmp_path / "f.png").exists()
+
+
+def test_given_lr_image_is_what_every_column_upscales(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--lr``: a degraded photo (here: the bicubic LR made darker) instead of HR's
+    bicubic downscale; bicubic's column is exactly that image upscaled."""
+    hr = _hr()
+    lr = (imresize_uint8(hr, scale=1 / 2).int() - 40).clamp(0, 255).to(torch.uint8)
+    Image.fromarray(hr.permute(1, 2, 0).numpy()).save(tmp_path / "hr.png")
+    Image.fromarray(lr.permute(1, 2, 0).numpy()).save(tmp_path / "lr.png")
+    fig_path = tmp_path / "fig.png"
+    argv = ["compare", "-i", str(tmp_path / "hr.png"), "--lr", str(tmp_path / "lr.png")]
+    assert main([*argv, "-s", "2", "-m", "bicubic", "-o", str(fig_path)]) == 0
+    capsys.readouterr()
+    panels = compare_panels(hr, 2, [], lr=lr)
+    assert torch.equal(panels[0].image, imresize_uint8(lr, scale=2))
+    with Image.open(fig_path) as im:
+        fig = np.asarray(im)
+    layout = make_layout(2, 60, 80, auto_crop(hr), residual=False)
+    view = _box(fig, layout.view_box(0))
+    expected = imresize_uint8(lr, scale=2).permute(1, 2, 0).numpy()
+    outline = _outline(60, 80, auto_crop(hr))
+    assert np.array_equal(view[~outline], expected[~outline])
+
+    Image.fromarray(lr[:, :-1].permute(1, 2, 0).numpy()).save(tmp_path / "short.png")
+    bad = ["compare", "-i", str(tmp_path / "hr.png"), "--lr", str(tmp_path / "short.png")]
+    assert main([*bad, "-s", "2", "-m", "bicubic", "-o", str(tmp_path / "g.png")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'short.png'}: is 40x29, but" in err and "40x30" in err
+    assert not (tmp_path / "g.png").exists()

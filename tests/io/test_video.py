@@ -22,13 +22,20 @@ BICUBIC_X2 = ["upscale", "-q", "-n", "bicubic", "-s", "2"]
 
 
 def _clip(
-    path: Path, frames: int = 8, size: tuple[int, int] = (48, 64), audio: bool = True
+    path: Path,
+    frames: int = 8,
+    size: tuple[int, int] = (48, 64),
+    audio: bool = True,
+    rotation: int = 0,
 ) -> Path:
-    """A 25 fps H.264 clip of moving bars with an AAC track."""
+    """A 25 fps H.264 clip of moving bars with an AAC track (and a display rotation,
+    degrees counter-clockwise, as phones record portrait video)."""
     h, w = size
     with av.open(str(path), "w") as c:
         v = c.add_stream("libx264", rate=25)
         v.width, v.height, v.pix_fmt = w, h, "yuv420p"
+        if rotation:
+            v.set_display_rotation(rotation)
         a = c.add_stream("aac", rate=44100) if audio else None
         for i in range(frames):
             x = np.zeros((h, w, 3), np.uint8)
@@ -115,3 +122,25 @@ def test_a_video_needs_a_video_name(tmp_path: Path) -> None:
         )
         == 2
     )
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_rotated_video_comes_out_upright(tmp_path: Path, rotation: int) -> None:
+    """A phone's portrait clip is stored sideways with a display rotation: the output is the
+    upright picture at the new size, with no rotation left for a player to apply twice."""
+    src = _clip(tmp_path / "clip.mp4", frames=3, audio=False, rotation=rotation)
+    with av.open(str(src)) as c:
+        stored = next(iter(c.decode(video=0)))
+        assert stored.rotation % 360 == rotation % 360  # the test clip really carries it
+        upright = np.rot90(stored.to_ndarray(format="rgb24"), rotation // 90)
+    dst = tmp_path / "clip_x2.mp4"
+    assert main([*BICUBIC_X2, "-i", str(src), "-o", str(dst)]) == 0
+    with av.open(str(dst)) as c:
+        first = next(iter(c.decode(video=0)))
+        out = first.to_ndarray(format="rgb24")
+        assert first.rotation == 0
+    assert out.shape[:2] == (2 * upright.shape[0], 2 * upright.shape[1])
+    # where the bar is: the same place in the upright picture, twice the size
+    bar = upright[..., 0] > 128
+    out_bar = out[::2, ::2, 0] > 128
+    assert (bar == out_bar).mean() > 0.97

@@ -14,14 +14,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compare",
         help="side-by-side figure: bicubic, model outputs, HR, zoomed crop, PSNR",
         description=(
-            "Downscale an HR image with MATLAB's bicubic, upscale it with bicubic and each "
-            "model, and draw one PNG: per column the title, PSNR / SSIM on Y, the whole "
+            "Downscale an HR image with MATLAB's bicubic (or take the given --lr image), "
+            "upscale it with bicubic and each model, and draw one PNG: per column the title, PSNR / SSIM on Y, the whole "
             "image with the zoom rectangle, and the zoomed crop; --residual adds a row "
             "with output minus bicubic (128 + gain * difference)."
         ),
     )
     p.add_argument("-i", "--input", required=True, metavar="HR_IMAGE", help="ground-truth image")
     p.add_argument("--scale", "-s", type=int, required=True, help="upscaling factor")
+    p.add_argument(
+        "--lr",
+        metavar="LR_IMAGE",
+        help="upscale this image (a degraded photo, a camera's own small shot) instead of "
+        "the MATLAB-bicubic downscale of HR_IMAGE; its size must be HR_IMAGE's divided by "
+        "the scale",
+    )
     p.add_argument(
         "--model",
         "-m",
@@ -72,7 +79,19 @@ def run(args: argparse.Namespace) -> int:
                 load_model(name, device=device, scale=args.scale),
             )
         )
-    panels = compare_panels(hr, args.scale, models, gain=args.gain, device=device, name=args.input)
+    lr = None
+    if args.lr:
+        lr = torch.from_numpy(np.array(read_rgb_uint8(args.lr))).permute(2, 0, 1)
+    panels = compare_panels(
+        hr,
+        args.scale,
+        models,
+        gain=args.gain,
+        device=device,
+        name=args.input,
+        lr=lr,
+        lr_name=args.lr or "LR image",
+    )
     shape = panels[0].image.shape
     crop = parse_crop(args.crop) if args.crop else auto_crop(panels[-1].image)
     fig, _ = compose(panels, crop, residual=args.residual, panel_width=args.panel_width)

@@ -210,17 +210,30 @@ def compare_panels(
     gain: float = DEFAULT_GAIN,
     device: str | torch.device | None = None,
     name: str = "image",
+    lr: Tensor | None = None,
+    lr_name: str = "LR image",
 ) -> list[Panel]:
     """Bicubic, each model and the HR image, scored with the paper protocol.
 
     hr: (3, H, W) uint8 (cropped here to a multiple of ``scale``); ``models`` are
     (label, model) with models as accepted by :func:`sisr.evaluate.evaluate`;
-    ``name`` (the file) prefixes error messages.
+    ``name`` (the file) prefixes error messages. ``lr``: (3, H/s, W/s) uint8, the input to
+    upscale (a degraded photo, a camera's own low-resolution shot) instead of the
+    MATLAB-bicubic downscale of ``hr``; ``lr_name`` names it in errors.
     """
     from sisr.degrade import imresize_uint8
-    from sisr.evaluate.runner import evaluate, make_pair
+    from sisr.errors import ConfigError
+    from sisr.evaluate.runner import EvalPair, evaluate, make_pair
 
     pair = make_pair(name, hr, scale)
+    if lr is not None:
+        want = tuple(pair.lr.shape)
+        if lr.dtype != torch.uint8 or tuple(lr.shape) != want:
+            raise ConfigError(
+                f"{lr_name}: is {lr.shape[-1]}x{lr.shape[-2]}, but {name} at x{scale} needs "
+                f"an LR image of {want[2]}x{want[1]} (the HR size divided by the scale)"
+            )
+        pair = EvalPair(pair.name, pair.hr, lr.contiguous())
     bic = imresize_uint8(pair.lr, scale=scale)
     panels = []
     for label, model in [("Bicubic", "bicubic"), *models]:
