@@ -83,7 +83,7 @@ def test_srcnn_layouts_y_and_rgb(names: tuple[str, ...], layout: str) -> None:
 
 
 def test_nhatthanh_srcnn_is_ycbcr() -> None:
-    model = _random(build("srcnn-915", 2, features=(8, 4), color_space="ycbcr"))
+    model = _random(build("srcnn-915", 2, features=(8, 4), color_space="ycbcr", padding="valid"))
     names = ("patch_extraction", "nonlinear_map", "recon")
     rules = [(rf"body\.{2 * i}\.(\w+)", rf"{n}.\1") for i, n in enumerate(names)]
     _roundtrip(model, _rename(model.state_dict(), rules), scale=2, layout="nhatthanh")
@@ -301,6 +301,20 @@ def _every_small_model() -> list[SRModel]:
         "span": {"feature_channels": 8, "num_blocks": 1},
         "compact": {"num_feat": 8, "num_conv": 1},
         "msrresnet": {"num_feat": 8, "num_block": 1},
+        "wdsr-a": {"num_blocks": 1, "num_features": 8},
+        "imdn": {"num_features": 8, "num_blocks": 1, "distilled_channels": 2},
+        "rfdn": {"num_features": 8, "num_blocks": 1, "distilled_channels": 4},
+        "rlfn": {"feature_channels": 8, "mid_channels": 8, "num_blocks": 1, "esa_channels": 4},
+        "bsrn": {"feature_channels": 16, "num_blocks": 1},
+        "safmn": {"feature_channels": 8, "num_blocks": 1, "ffn_channels": 8},
+        "fmen": {
+            "num_features": 8,
+            "mid_features": 6,
+            "warmup_mid_features": 4,
+            "up_blocks": [1, 1],
+        },
+        "pan": {"num_features": 8, "up_features": 4, "num_blocks": 1},
+        "carn": {"num_features": 8, "num_blocks": 1, "num_units": 1},
     }
     return [ARCHS[a](scale=2, **kw[a]) for a in DETECTORS]
 
@@ -335,11 +349,18 @@ def test_no_match_names_closest_architecture() -> None:
         detect(unknown, source="g.pth")
 
 
-def test_known_foreign_architectures_get_a_clear_message() -> None:
-    imdn = {"IMDB1.c1.weight": torch.zeros(1), "IMDB1.cca.conv_du.0.weight": torch.zeros(1)}
-    imdn["fea_conv.weight"] = torch.zeros(1)
-    with pytest.raises(WeightsError, match="IMDN, an architecture neither sisr nor spandrel"):
-        detect(imdn, source="imdn.pth")
+def test_known_foreign_architectures_get_a_clear_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sisr.hub import foreign
+
+    # IMDN was the example of an architecture neither sisr nor spandrel runs until sisr
+    # implemented it: the message for that case, with a stand-in signature.
+    signature = ("NoSuchNet", ("stem.nsn.weight", "blocks.0.nsn.weight"), False)
+    monkeypatch.setattr(foreign, "_SIGNATURES", (signature, *foreign._SIGNATURES))
+    nsn = {"stem.nsn.weight": torch.zeros(1), "blocks.0.nsn.weight": torch.zeros(1)}
+    with pytest.raises(WeightsError, match="NoSuchNet, an architecture neither sisr nor spandrel"):
+        detect(nsn, source="nsn.pth")
     swinir = {"layers.0.residual_group.blocks.0.attn.relative_position_index": torch.zeros(1)}
     with pytest.raises(WeightsError, match=r"this is SwinIR.*(spandrel|could not load)"):
         detect(swinir, source="swinir.pth")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,3 +164,53 @@ def test_catalog_listing(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "--catalog"]) == 0
     out = capsys.readouterr().out
     assert "realesrgan-x4plus" in out and "native" in out and "swinir-m-x4" in out
+
+
+PEERS = Path(
+    os.environ.get(
+        "SISR_PEERS_WEIGHTS", Path(__file__).resolve().parents[3] / "shared" / "peers" / "weights"
+    )
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "peer", "arch", "scale"),
+    [
+        ("rlfn-ntire2022-team04-x4", "ntire2022_team04_rlfn.pth", "rlfn", 4),
+        ("bsrn-s-ntire2022-team18-x4", "ntire2022_team18_bsrn.pth", "bsrn", 4),
+        ("imdn-x2", "imdn_IMDN_x2.pth", "imdn", 2),
+        ("rfdn-x4", "njulj_RFDN_AIM.pth", "rfdn", 4),
+        ("pan-x4", "pan_PANx4_DF2K.pth", "pan", 4),
+        ("carn-m-x3", "carn_m.pth", "carn", 3),  # one multi-scale file: the name picks x3
+        ("safmn-ntire23-x4", "safmn_ntire2023_team15_SAFMN.pth", "safmn", 4),
+    ],
+)
+def test_efficient_sr_entries_fetch_verify_and_load(
+    name: str,
+    peer: str,
+    arch: str,
+    scale: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The catalogue's facts are those of the real published file: served from 127.0.0.1
+    under the entry's own size and sha256, it downloads, verifies and loads natively."""
+    path = PEERS / peer
+    if not path.is_file():
+        pytest.skip(f"{path} not found (the shared peer weights folder is not beside the repo)")
+    entry = cat.catalog()[name]
+    assert entry.sisr_arch == arch and entry.scale == scale
+    assert entry.urls[0].startswith("https://raw.githubusercontent.com/")
+    payload = path.read_bytes()
+    assert (len(payload), hashlib.sha256(payload).hexdigest()) == (entry.bytes, entry.sha256)
+    server = _Server(payload)
+    local = cat.CatalogEntry(**{**entry.to_dict(), "urls": (server.url,)})
+    monkeypatch.setattr(cat, "catalog", lambda: {name: local})
+    monkeypatch.setenv("SISR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("SISR_OFFLINE", raising=False)
+    try:
+        model = load_model(name, progress=False)
+    finally:
+        server.httpd.shutdown()
+    assert model.arch_id == arch and model.scale == scale
+    assert (tmp_path / "cache" / "weights" / entry.filename).read_bytes() == payload

@@ -33,9 +33,67 @@ EXPECTED = {
     "nhatthanh_ESPCN-x3.pt": ("espcn", 3, "conv_n", {}),
     "nhatthanh_ESPCN-x4.pt": ("espcn", 4, "conv_n", {}),
     "nhatthanh_FSRCNN-x2.pt": ("fsrcnn", 2, "nhatthanh", {"maps_activation": "last"}),
-    "nhatthanh_SRCNN-915.pt": ("srcnn", None, "nhatthanh", {"kernels": [9, 1, 5]}),
-    "nhatthanh_SRCNN-955.pt": ("srcnn", None, "nhatthanh", {"kernels": [9, 5, 5]}),
+    "nhatthanh_SRCNN-915.pt": (
+        "srcnn",
+        None,
+        "nhatthanh",
+        {"kernels": [9, 1, 5], "padding": "valid", "color_space": "ycbcr"},
+    ),
+    "nhatthanh_SRCNN-955.pt": (
+        "srcnn",
+        None,
+        "nhatthanh",
+        {"kernels": [9, 5, 5], "padding": "valid", "color_space": "ycbcr"},
+    ),
+    "lornatang_srcnn_x3.pth": (
+        "srcnn",
+        None,
+        "by-shape",
+        {"kernels": [9, 1, 5], "y_channel": True},
+    ),
     "nhatthanh_VDSR.pt": ("vdsr", None, "nhatthanh", {"bias": True, "depth": 20}),
+    "imdn_IMDN_x2.pth": (
+        "imdn",
+        2,
+        "native",
+        {"num_features": 64, "num_blocks": 6, "distilled_channels": 16},
+    ),
+    "njulj_RFDN_AIM.pth": (
+        "rfdn",
+        4,
+        "official",
+        {"num_features": 50, "num_blocks": 4, "esa_channels": 12},
+    ),
+    "carn_m.pth": (
+        "carn",
+        None,
+        "official",
+        {"multi_scale": True, "efficient": True, "shared": True, "groups": 4},
+    ),
+    "pan_PANx4_DF2K.pth": (
+        "pan",
+        4,
+        "official",
+        {"num_features": 40, "up_features": 24, "num_blocks": 16},
+    ),
+    "ntire2022_team04_rlfn.pth": (
+        "rlfn",
+        4,
+        "ntire2022",
+        {"feature_channels": 46, "mid_channels": 48, "num_blocks": 4},
+    ),
+    "ntire2022_team18_bsrn.pth": (
+        "bsrn",
+        4,
+        "ntire2022",
+        {"feature_channels": 48, "num_blocks": 5, "variant": "ntire2022"},
+    ),
+    "safmn_ntire2023_team15_SAFMN.pth": (
+        "safmn",
+        4,
+        "ntire2023",
+        {"feature_channels": 36, "num_blocks": 8},
+    ),
     "ntire2024_team38_span_ch28_slim.pth": ("span", 4, "deploy", {"feature_channels": 28}),
     "ntire2024_team39_spantiny_ch26_slim.pth": ("span", 4, "deploy", {"feature_channels": 26}),
     "omergal_model_best.pt": ("edsr", 1, "native", {"num_blocks": 32, "num_features": 32}),
@@ -63,10 +121,6 @@ def test_peer_file_is_detected(name: str) -> None:
 
 
 def test_peer_files_that_cannot_load_say_why() -> None:
-    with pytest.raises(
-        WeightsError, match="this is IMDN, an architecture neither sisr nor spandrel"
-    ):
-        load_detected(_peer("imdn_IMDN_x2.pth"))
     with pytest.raises(WeightsError, match=r"not a readable PyTorch checkpoint .*damaged"):
         load_detected(_peer("leftthomas_espcn_epoch_2_100.pt"))
 

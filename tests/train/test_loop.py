@@ -345,3 +345,31 @@ def test_trains_on_your_own_pairs(
     train(load_recipe(recipe), out)
     assert "4 images (0.0 MiB decoded), LR from the paired files" in (out / "train.log").read_text()
     assert (out / WEIGHTS).is_file()
+
+
+def test_re_parameterisable_networks_are_saved_fused(
+    make_recipe: Callable[..., Path], tiny_data: Path, tmp_path: Path
+) -> None:
+    """SPAN trained in its branch form: model.safetensors holds the fused single convs,
+    which compute what the trained branches compute; the checkpoint keeps the branches."""
+    from sisr.hub import load_model
+    from sisr.hub.load import detect_raw
+    from sisr.hub.weights import read_metadata
+
+    recipe = make_recipe(
+        model={"preset": "span", "scale": 2, "overrides": {"feature_channels": 4, "num_blocks": 1}},
+        iterations=2,
+        val={"datasets": []},
+    )
+    out = tmp_path / "run"
+    train(load_recipe(recipe), out)
+    meta = read_metadata(out / WEIGHTS)
+    assert meta["hparams"]["deploy"] is True and meta["extra"]["fused"] is True
+    fused = load_model(out / WEIGHTS)
+    assert not any(".sk." in k for k in fused.state_dict())
+    state = torch.load(out / CHECKPOINT_DIR / LAST, weights_only=True)
+    branches = detect_raw(state["model"]).model
+    assert branches.hparams["deploy"] is False
+    x = torch.rand(1, 3, 12, 10, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), branches(x), atol=2e-5, rtol=0)

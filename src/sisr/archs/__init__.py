@@ -90,6 +90,7 @@ from sisr.archs.span import detect as _detect_span  # noqa: E402
 from sisr.archs.srcnn import detect as _detect_srcnn  # noqa: E402
 from sisr.archs.srresnet import detect as _detect_srresnet  # noqa: E402
 from sisr.archs.vdsr import detect as _detect_vdsr  # noqa: E402
+from sisr.archs.wdsr import detect as _detect_wdsr  # noqa: E402
 
 DETECTORS: dict[str, Detector] = {
     "rrdbnet": _detect_rrdbnet,
@@ -102,7 +103,60 @@ DETECTORS: dict[str, Detector] = {
     "espcn": _detect_espcn,
     "srcnn": _detect_srcnn,
     "vdsr": _detect_vdsr,
+    "wdsr-a": _detect_wdsr,  # WDSR-A and WDSR-B
 }
+
+
+# --- efficient SR (NTIRE / AIM challenges and their papers) ----------------------
+# Each section imports its modules and fills ARCHS, PRESETS and DETECTORS.
+# >>> helper A: IMDN, IMDN-RTC, RFDN
+from sisr.archs.imdn import IMDN, IMDNRTC, imdn, imdn_rtc  # noqa: E402
+from sisr.archs.imdn import detect as _detect_imdn  # noqa: E402
+from sisr.archs.rfdn import RFDN, rfdn  # noqa: E402
+from sisr.archs.rfdn import detect as _detect_rfdn  # noqa: E402
+
+for _cls in (IMDN, IMDNRTC, RFDN):
+    ARCHS[_cls.arch_id] = _cls
+PRESETS.update({"imdn": imdn, "imdn-rtc": imdn_rtc, "rfdn": rfdn})
+DETECTORS["imdn"] = _detect_imdn
+DETECTORS["rfdn"] = _detect_rfdn
+# <<< helper A
+# >>> helper B: RLFN, BSRN
+from sisr.archs.bsrn import BSRN, bsrn, bsrn_s  # noqa: E402
+from sisr.archs.bsrn import detect as _detect_bsrn  # noqa: E402
+from sisr.archs.rlfn import RLFN, rlfn, rlfn_s  # noqa: E402
+from sisr.archs.rlfn import detect as _detect_rlfn  # noqa: E402
+
+for _cls in (RLFN, BSRN):
+    ARCHS[_cls.arch_id] = _cls
+PRESETS.update({"rlfn": rlfn, "rlfn-s": rlfn_s, "bsrn": bsrn, "bsrn-s": bsrn_s})
+DETECTORS["rlfn"] = _detect_rlfn
+DETECTORS["bsrn"] = _detect_bsrn
+# <<< helper B
+# >>> helper C: SAFMN, FMEN
+from sisr.archs.fmen import FMEN, fmen  # noqa: E402
+from sisr.archs.fmen import detect as _detect_fmen  # noqa: E402
+from sisr.archs.safmn import SAFMN, safmn, safmn_pp, safmn_pp_light  # noqa: E402
+from sisr.archs.safmn import detect as _detect_safmn  # noqa: E402
+
+for _cls in (SAFMN, FMEN):
+    ARCHS[_cls.arch_id] = _cls
+PRESETS.update({"safmn": safmn, "safmn++": safmn_pp, "safmn++-light": safmn_pp_light, "fmen": fmen})
+DETECTORS["safmn"] = _detect_safmn
+DETECTORS["fmen"] = _detect_fmen
+# <<< helper C
+# >>> helper D: PAN, CARN
+from sisr.archs.carn import CARN, carn, carn_m  # noqa: E402
+from sisr.archs.carn import detect as _detect_carn  # noqa: E402
+from sisr.archs.pan import PAN, pan  # noqa: E402
+from sisr.archs.pan import detect as _detect_pan  # noqa: E402
+
+for _cls in (PAN, CARN):
+    ARCHS[_cls.arch_id] = _cls
+PRESETS.update({"pan": pan, "carn": carn, "carn-m": carn_m})
+DETECTORS["pan"] = _detect_pan
+DETECTORS["carn"] = _detect_carn
+# <<< helper D
 
 
 def build(name: str, scale: int, **overrides: Any) -> SRModel:

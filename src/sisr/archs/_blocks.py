@@ -9,6 +9,8 @@
 * Receptive spans for layers the classic helpers do not model (pixel unshuffle) and the
   phase-aware radius needed when a layer's output depends on the LR pixel's position
   modulo some period (pixel unshuffle by 2 makes even and odd LR pixels differ).
+* ESA's size-robust downsampling (:func:`esa_pool`) and its receptive span
+  (:func:`through_esa`), shared by the ESA-based efficient networks (RLFN, BSRN).
 """
 
 from __future__ import annotations
@@ -121,12 +123,58 @@ def phase_radius(walk: Callable[[Span], Span], scale: int, period: int = 1) -> i
     return worst
 
 
+# --- ESA (enhanced spatial attention; Liu et al., RFANet, CVPR 2020), as RFDN, RLFN and
+# BSRN use it: a 3x3 stride-2 unpadded conv, a 7x7 stride-3 max pool, convs on the pooled
+# map, bilinear upsampling back to the input size, a 1x1 conv and a sigmoid mask.
+ESA_KERNEL, ESA_POOL, ESA_POOL_STRIDE = 3, 7, 3
+
+
+def esa_pool(x: Tensor, strided: Callable[[Tensor], Tensor]) -> Tensor:
+    """ESA's downsampling ``max_pool2d(strided(x), 7, stride=3)``: (N, C, H, W) -> (N, C, P, Q).
+
+    ``strided`` is the 3x3 stride-2 unpadded conv. The official code fails on maps under
+    15 pixels; here a map under 3 pixels is edge-padded to 3 before the conv and the pool
+    window is clipped to the map (padding with -inf), so any size runs and maps of 15
+    pixels or more give exactly the official result.
+    """
+    h, w = x.shape[-2:]
+    if h < ESA_KERNEL or w < ESA_KERNEL:
+        pad = (0, max(0, ESA_KERNEL - w), 0, max(0, ESA_KERNEL - h))
+        x = nn.functional.pad(x, pad, mode="replicate")
+    c = strided(x)
+    h, w = c.shape[-2:]
+    if h < ESA_POOL or w < ESA_POOL:
+        pad = (0, max(0, ESA_POOL - w), 0, max(0, ESA_POOL - h))
+        c = nn.functional.pad(c, pad, value=float("-inf"))
+    return nn.functional.max_pool2d(c, ESA_POOL, stride=ESA_POOL_STRIDE)
+
+
+def through_esa(span: Span, pooled_convs: int) -> Span:
+    """Back through an ESA mask whose pooled map passes ``pooled_convs`` 3x3 convs.
+
+    Pooled cell k covers input pixels 6k .. 6k + 14 (stride 2 x 3, window 3 + 2 * 6). The
+    mask at pixel y reads cells floor(u) and floor(u) + 1, u = (y + 0.5) P / H - 0.5, and
+    each pooled conv widens that by one cell. P / H is a little under 1/6 (6P >= H - 15),
+    which shifts cells towards the image's end by under 15 pixels. So y reads pixels
+    y - 23 - 6c .. y + 17 + 6c on any map of 15 pixels or more. ESA is not strictly
+    local -- the grid depends on the map size, so a tile's mask is close to, not equal
+    to, the whole image's -- and this bounds which pixels' *values* reach y.
+    """
+    reach = 6 * pooled_convs
+    return (span[0] - 23 - reach, span[1] + 17 + reach)
+
+
 __all__ = [
     "DIV2K_RGB_MEAN",
+    "ESA_KERNEL",
+    "ESA_POOL",
+    "ESA_POOL_STRIDE",
     "MeanShift",
+    "esa_pool",
     "phase_radius",
     "positive_int",
     "rgb_triplet",
+    "through_esa",
     "through_unshuffle",
     "upsampler",
     "upsampler_stages",

@@ -67,7 +67,6 @@ _M_FULL_INV = torch.linalg.inv(_M_FULL)
 COLOR_SPACES: tuple[str, ...] = ("rgb", "ycbcr")
 # Nhat-Thanh's SRCNN / FSRCNN / ESPCN / VDSR code feeds full-range YCbCr (not RGB) to its
 # 3-channel networks; the tensors cannot tell, so detection assumes it from the key names.
-YCBCR_NOTE = "3-channel full-range YCbCr input assumed (Nhat-Thanh's code), not RGB"
 
 
 def check_color_space(arch_id: str, color_space: str, y_channel: bool) -> str:
@@ -108,7 +107,6 @@ def luma_sr(x: Tensor, scale: int, sr_y: Callable[[Tensor], Tensor]) -> Tensor:
 
 __all__ = [
     "COLOR_SPACES",
-    "YCBCR_NOTE",
     "check_color_space",
     "luma_sr",
     "rgb_to_ycbcr",

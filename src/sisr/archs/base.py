@@ -30,6 +30,11 @@ class ArchInfo:
     size_multiple: input height and width must be multiples of this (1 = any);
         inference pads by reflection to the next multiple and crops back.
     half_safe: fp16/bf16 inference is numerically safe (no overflow/NaN seen).
+    global_context: empty when tiling is exact; otherwise why it cannot be (attention
+        pooled over the whole image, statistics of the whole image, pooling windows tied
+        to the image size). ``receptive_radius`` is then the overlap that bounds every
+        local path; the rest still depends on the tile, so inference runs whole images
+        where it can and says so when it has to split one.
     """
 
     arch_id: str
@@ -38,6 +43,7 @@ class ArchInfo:
     size_multiple: int = 1
     half_safe: bool = True
     paper: str = ""
+    global_context: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

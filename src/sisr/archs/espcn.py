@@ -5,7 +5,8 @@ On the LR image: conv 5x5 -> 64, conv 3x3 -> 32 (tanh after each, as the paper c
 over ReLU), conv 3x3 -> channels * s^2, then a pixel shuffle (the sub-pixel convolution).
 Preset ``espcn`` is the paper's (f1, n1) = (5, 64), (f2, n2) = (3, 32), f3 = 3.
 ``activation="relu"`` is offered because later re-implementations found it trains faster.
-The paper worked on Y only: ``y_channel=True`` reproduces that.
+The paper worked on Y only: ``y_channel=True`` reproduces that. ``padding="valid"``
+runs unpadded convs on the input extended at its edges (as :mod:`sisr.archs.srcnn`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from sisr.archs._color import YCBCR_NOTE, check_color_space, luma_sr, ycbcr_sr
+from sisr.archs._color import check_color_space, luma_sr, ycbcr_sr
 from sisr.archs._common import (
     STANDARD_SCALES,
     check_scale,
@@ -26,14 +27,17 @@ from sisr.archs._common import (
 )
 from sisr.archs._detect import (
     BY_SHAPE,
-    SHAPE_NOTE,
     Detection,
+    Layer,
     Match,
     Miss,
-    named_chain,
+    body_state,
+    chain_candidates,
+    chain_problem,
     shuffle_scale,
 )
 from sisr.archs.base import ArchInfo, SRModel
+from sisr.archs.srcnn import check_padding, conv_padding, pad_for_valid, plain_hparams
 from sisr.errors import ConfigError
 
 PAPER = (
@@ -56,6 +60,7 @@ class ESPCN(SRModel):
         activation: str = "tanh",
         y_channel: bool = False,
         color_space: str = "rgb",
+        padding: str = "same",
     ) -> None:
         super().__init__()
         check_scale(self.arch_id, scale, STANDARD_SCALES)
@@ -80,19 +85,25 @@ class ESPCN(SRModel):
             "y_channel": self.y_channel,
             "color_space": check_color_space(self.arch_id, color_space, self.y_channel),
         }
+        self.padding = check_padding(self.arch_id, padding)
+        if self.padding != "same":  # only recorded when not the default
+            self.hparams["padding"] = self.padding
         ch = 1 if self.y_channel else 3
         act = _ACTIVATIONS[activation]
+        pad = [conv_padding(v, self.padding) for v in k]
         self.body = nn.Sequential(
-            nn.Conv2d(ch, f[0], k[0], padding=k[0] // 2),
+            nn.Conv2d(ch, f[0], k[0], padding=pad[0]),
             act(),
-            nn.Conv2d(f[0], f[1], k[1], padding=k[1] // 2),
+            nn.Conv2d(f[0], f[1], k[1], padding=pad[1]),
             act(),
-            nn.Conv2d(f[1], ch * scale * scale, k[2], padding=k[2] // 2),
+            nn.Conv2d(f[1], ch * scale * scale, k[2], padding=pad[2]),
             nn.PixelShuffle(scale),
         )
 
     def _sr(self, x: Tensor) -> Tensor:
-        """(N, C, H, W) -> (N, C, sH, sW), C = 1 (Y) or 3 (RGB)."""
+        """(N, C, H, W) -> (N, C, sH, sW), C = 1 (Y) or 3 (RGB / YCbCr)."""
+        if self.padding == "valid":
+            x = pad_for_valid(x, sum(v // 2 for v in self.kernels))
         return self.body(x)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -121,53 +132,69 @@ def espcn(*, scale: int, **overrides: Any) -> ESPCN:
     return ESPCN(scale=scale, **kw)
 
 
-# Key names of the three convs in the checkpoints people publish.
+# Key names of the three convs in the checkpoints people publish; any other names are
+# recognised by the shapes (layout "by-shape").
 LAYOUTS: dict[str, tuple[str, ...]] = {
     "native": ("body.0", "body.2", "body.4"),
     "conv_n": ("conv_1", "conv_2", "conv_3"),  # Nhat-Thanh/ESPCN-Pytorch
     "conv123": ("conv1", "conv2", "conv3"),  # leftthomas/ESPCN and others
     "yjn870": ("first_part.0", "first_part.2", "last_part.0"),  # yjn870/ESPCN-pytorch
 }
+_YCBCR_LAYOUTS = {"conv_n": "Nhat-Thanh's code feeds full-range YCbCr"}
+_ACTIVATION_NOTE = "activation assumed tanh (the paper's; not readable from the tensors)"
 
 
-def detect(sd: Mapping[str, Tensor]) -> Detection:
-    """Three convs, the last with ``channels * s^2`` outputs (s >= 2): ESPCN at scale s."""
-    found = named_chain(sd, LAYOUTS, ESPCN.arch_id)
-    if found is None or isinstance(found, Miss):
-        return found
-    layout, names, convs = found
-    (w1, _), (w2, _), (w3, _) = convs
+def _fit(layers: list[Layer]) -> dict[str, Any] | str:
+    """ESPCN's hparams and scale from three conv layers, or why they are not ESPCN's."""
+    if len(layers) != 3 or any(a.kind != "conv" or a.bias is None for a in layers):
+        return "not three convs with biases"
+    if problem := chain_problem(layers):
+        return problem
+    w1, w2, w3 = (a.weight for a in layers)
     ch = int(w1.shape[1])
     scale = shuffle_scale(int(w3.shape[0]), ch)
     if scale is None or scale < 2:
-        if w3.shape[0] == ch:
-            return None  # same channels in and out: SRCNN's shape
-        return Miss(ESPCN.arch_id, layout, f"last conv has {w3.shape[0]} outputs, not {ch}*s^2")
+        return f"last conv has {int(w3.shape[0])} outputs, not {ch}*s^2"
     if ch not in (1, 3):
-        return Miss(ESPCN.arch_id, layout, f"{ch} input channels (expected 1 for Y or 3 for RGB)")
-    renamed = {
-        f"body.{2 * i}.{p}": sd[f"{name}.{p}"]
-        for i, name in enumerate(names)
-        for p in ("weight", "bias")
+        return f"{ch} input channels (expected 1 for Y or 3 for RGB)"
+    kernels = [a.kernel for a in layers]
+    if any(k is None or k % 2 == 0 for k in kernels):
+        return f"kernels {[tuple(a.weight.shape[-2:]) for a in layers]} are not square and odd"
+    return {
+        "kernels": kernels,
+        "features": [int(w1.shape[0]), int(w2.shape[0])],
+        "ch": ch,
+        "scale": scale,
     }
-    return Match(
-        ESPCN.arch_id,
-        {
-            "kernels": [int(w.shape[-1]) for w in (w1, w2, w3)],
-            "features": [int(w1.shape[0]), int(w2.shape[0])],
-            "activation": "tanh",
-            "y_channel": ch == 1,
-            "color_space": "ycbcr" if layout == "conv_n" and ch == 3 else "rgb",
-        },
-        renamed,
-        layout,
-        scale=scale,
-        notes=(
-            "activation assumed tanh (the paper's; not readable from the tensors)",
-            *((YCBCR_NOTE,) if layout == "conv_n" and ch == 3 else ()),
-            *((SHAPE_NOTE,) if layout == BY_SHAPE else ()),
-        ),
-    )
+
+
+def detect(sd: Mapping[str, Tensor]) -> Detection:
+    """Three convs, the last with ``channels * s^2`` outputs (s >= 2): ESPCN at scale s.
+
+    Kernels, widths, channels and the scale come from the shapes, under any key names.
+    """
+    for layout, layers in chain_candidates(sd, LAYOUTS):
+        fit = _fit(layers)
+        if isinstance(fit, str):
+            if layout == BY_SHAPE:
+                continue
+            if (
+                fit.startswith("last conv")
+                and layers[2].weight.shape[0] == layers[0].weight.shape[1]
+            ):
+                return None  # same channels in and out: SRCNN's shape
+            return Miss(ESPCN.arch_id, layout, fit)
+        ch, scale = fit.pop("ch"), fit.pop("scale")
+        hp, notes = plain_hparams(layout, ch, valid={}, ycbcr=_YCBCR_LAYOUTS)
+        return Match(
+            ESPCN.arch_id,
+            {**fit, "activation": "tanh", **hp},
+            body_state(layers),
+            layout,
+            scale=scale,
+            notes=(_ACTIVATION_NOTE, *notes),
+        )
+    return None
 
 
 __all__ = ["ESPCN", "LAYOUTS", "detect", "espcn"]

@@ -8,11 +8,12 @@ Structure (names as in the official code, hongyuanyu/SPAN):
 * ``block_1`` .. ``block_n`` (n = 6): SPAB = three Conv3XC with SiLU between, then the
   parameter-free attention ``(c3 + x) * (sigmoid(c3) - 0.5)``;
 * ``conv_2``: Conv3XC on the last block's output; ``conv_cat``: 1x1 conv over the
-  concatenation [conv_1 out, conv_2 out, block_1 out, SiLU(first Conv3XC) of block_n];
-* ``upsampler.0``: conv3x3 F -> 3*s^2, then pixel shuffle.
+  concatenation [conv_1 out, conv_2 out, block_1 out, SiLU(first Conv3XC) of block_n]
+  to ``cat_channels`` (F in the paper; some challenge entries use fewer);
+* ``upsampler.0``: conv3x3 cat_channels -> 3*s^2, then pixel shuffle.
 
-Conv3XC is a re-parameterisable 3x3 conv: in training it is a 1x1 (C -> 2C) -> 3x3
-(-> 2F) -> 1x1 (-> F) chain on the zero-padded input plus a 1x1 shortcut; all of it is
+Conv3XC is a re-parameterisable 3x3 conv: in training it is a 1x1 (C -> gC) -> 3x3
+(-> gF) -> 1x1 (-> F) chain (gain g = 2 in the paper) on the zero-padded input plus a 1x1 shortcut; all of it is
 linear, so it equals one 3x3 conv. In eval mode the fused kernel is computed on the fly
 (a few small tensor ops) and one conv runs; :meth:`SPAN.reparameterize` makes that
 permanent: it drops the branches, keeps ``eval_conv`` only and sets ``hparams["deploy"]``,
@@ -142,11 +143,11 @@ class SPAB(nn.Module):
     in-place SiLU to it before returning it, and its weights were trained that way.
     """
 
-    def __init__(self, channels: int, deploy: bool = False) -> None:
+    def __init__(self, channels: int, deploy: bool = False, gain: int = 2) -> None:
         super().__init__()
-        self.c1_r = Conv3XC(channels, channels, gain=2, deploy=deploy)
-        self.c2_r = Conv3XC(channels, channels, gain=2, deploy=deploy)
-        self.c3_r = Conv3XC(channels, channels, gain=2, deploy=deploy)
+        self.c1_r = Conv3XC(channels, channels, gain=gain, deploy=deploy)
+        self.c2_r = Conv3XC(channels, channels, gain=gain, deploy=deploy)
+        self.c3_r = Conv3XC(channels, channels, gain=gain, deploy=deploy)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         out1 = F.silu(self.c1_r(x))
@@ -172,11 +173,16 @@ class SPAN(SRModel):
         rgb_mean: Sequence[float] = DIV2K_RGB_MEAN,
         deploy: bool = False,
         norm: bool = True,
+        cat_channels: int | None = None,
+        gain: int = 2,
     ) -> None:
         super().__init__()
         check_scale(self.arch_id, scale, SCALES)
         positive_int(self.arch_id, "feature_channels", feature_channels)
         positive_int(self.arch_id, "num_blocks", num_blocks)
+        cat = feature_channels if cat_channels is None else cat_channels
+        positive_int(self.arch_id, "cat_channels", cat)
+        positive_int(self.arch_id, "gain", gain)
         if not float(img_range) > 0:
             raise ConfigError(f"span: img_range must be > 0, got {img_range!r}")
         mean = rgb_triplet("span: rgb_mean", rgb_mean)
@@ -194,16 +200,21 @@ class SPAN(SRModel):
         self.norm = bool(norm)
         if not self.norm:
             self.hparams["norm"] = False
+        # Recorded only when not the paper's, so the weights of before stay as they were.
+        if cat != feature_channels:
+            self.hparams["cat_channels"] = cat
+        if gain != 2:
+            self.hparams["gain"] = gain
         # Not in the state dict: the official checkpoints do not carry it either.
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         f = feature_channels
-        self.conv_1 = Conv3XC(3, f, gain=2, deploy=deploy)
+        self.conv_1 = Conv3XC(3, f, gain=gain, deploy=deploy)
         for i in range(1, num_blocks + 1):
-            self.add_module(f"block_{i}", SPAB(f, deploy=deploy))
-        self.conv_cat = nn.Conv2d(4 * f, f, 1)
-        self.conv_2 = Conv3XC(f, f, gain=2, deploy=deploy)
+            self.add_module(f"block_{i}", SPAB(f, deploy=deploy, gain=gain))
+        self.conv_cat = nn.Conv2d(4 * f, cat, 1)
+        self.conv_2 = Conv3XC(f, f, gain=gain, deploy=deploy)
         self.upsampler = nn.Sequential(
-            nn.Conv2d(f, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale)
+            nn.Conv2d(cat, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale)
         )
 
     def blocks(self) -> list[SPAB]:
@@ -280,7 +291,11 @@ def span_t(*, scale: int, **overrides: object) -> SPAN:
 
 def detect(sd: Mapping[str, Tensor]) -> Detection:
     """SPAN in the training form (``sk`` + ``conv.*``, with or without the derived
-    ``eval_conv`` the official code also saves) or the deployed form (``eval_conv`` only)."""
+    ``eval_conv`` the official code also saves) or the deployed form (``eval_conv`` only).
+
+    Feature width, block count, the Conv3XC gain (training form), the width of ``conv_cat``
+    and the scale come from the shapes.
+    """
     if "conv_1.sk.weight" in sd:
         deploy = False
     elif "conv_1.eval_conv.weight" in sd:
@@ -299,14 +314,30 @@ def detect(sd: Mapping[str, Tensor]) -> Detection:
         out[key] = value
     first = sd["conv_1.sk.weight" if not deploy else "conv_1.eval_conv.weight"]
     f, ch = int(first.shape[0]), int(first.shape[1])
-    scale = shuffle_scale(int(sd["upsampler.0.weight"].shape[0]), 3)
+    cat, up = sd["conv_cat.weight"], sd["upsampler.0.weight"]
+    scale = shuffle_scale(int(up.shape[0]), 3)
     if ch != 3 or scale is None:
         return Miss(SPAN.arch_id, layout, f"{ch} input channels or an upsampler that fits no scale")
+    if cat.dim() != 4 or int(cat.shape[1]) != 4 * f or up.dim() != 4 or up.shape[1] != cat.shape[0]:
+        return Miss(
+            SPAN.arch_id,
+            layout,
+            f"conv_cat {tuple(cat.shape)} and upsampler.0 {tuple(up.shape)} do not chain "
+            f"4 x {f} features to the upsampler",
+        )
     hp: dict[str, object] = {
         "feature_channels": f,
         "num_blocks": len(indices(sd, r"block_(\d+)\.")),
         "deploy": deploy,
     }
+    if int(cat.shape[0]) != f:
+        hp["cat_channels"] = int(cat.shape[0])
+    if not deploy and "conv_1.conv.0.weight" in sd:
+        gain, rest = divmod(int(sd["conv_1.conv.0.weight"].shape[0]), 3)
+        if rest or gain < 1:
+            return Miss(SPAN.arch_id, layout, "conv_1.conv.0 is not a multiple of 3 channels wide")
+        if gain != 2:
+            hp["gain"] = gain
     if "no_norm" in sd:
         hp["norm"] = False
     return Match(SPAN.arch_id, hp, out, layout, scale)

@@ -15,7 +15,8 @@ Normalisation follows the official code: on [0, 255] it feeds ``(x - 255*mean) /
 and returns ``y * 127.5 + 255*mean``, i.e. on [0, 1] ``2 (x - mean)`` in and
 ``y / 2 + mean`` out. Module names are the official ones (``head.0``,
 ``body.{i}.body.{0,2[,3]}``, ``tail.0``, ``skip.0``); checkpoints saved with the old
-``weight_g`` / ``weight_v`` weight norm load directly (torch converts them on load).
+``weight_g`` / ``weight_v`` weight norm load directly (torch converts them on load), and
+:func:`detect` reads such a file's variant, widths, depth and scale from its shapes.
 
 Presets (counts include the weight-norm gains): ``wdsr-a`` = 16 blocks, 32 features,
 expansion 4 (the official WDSR baseline, 1.19M at x2); ``wdsr-b`` = 32 blocks,
@@ -26,7 +27,7 @@ expansion=6)`` is the 3.55M model of krasserm/super-resolution.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
 import torch
@@ -43,6 +44,7 @@ from sisr.archs._common import (
     through_shuffle,
     union,
 )
+from sisr.archs._detect import Detection, Match, Miss, few, indices, shuffle_scale
 from sisr.archs.base import ArchInfo, SRModel
 from sisr.errors import ConfigError
 
@@ -237,4 +239,90 @@ def wdsr_b(*, scale: int, **overrides: object) -> WDSRB:
     return WDSRB(scale=scale, **kw)  # type: ignore[arg-type]
 
 
-__all__ = ["WDSRA", "WDSRB", "BlockA", "BlockB", "wdsr_a", "wdsr_b"]
+_G, _V = "parametrizations.weight.original0", "parametrizations.weight.original1"
+
+
+def _to_weight_norm(sd: Mapping[str, Tensor]) -> tuple[str, dict[str, Tensor]] | str:
+    """(layout, state dict with sisr's weight-norm names) or why the keys do not fit.
+
+    ``official``: the old ``weight_g`` / ``weight_v`` names; ``native``: torch's
+    parametrization names; ``plain``: weight norm removed before saving: a plain ``weight``
+    ``w`` is ``g * v / ||v||`` with ``v = w`` and ``g = ||w||`` per output channel, exactly.
+    """
+    out: dict[str, Tensor] = {}
+    kinds: set[str] = set()
+    for key, value in sd.items():
+        prefix, _, leaf = key.rpartition(".")
+        if leaf == "bias":
+            out[key] = value
+        elif leaf == "weight_g":
+            kinds.add("official")
+            out[f"{prefix}.{_G}"] = value
+        elif leaf == "weight_v":
+            out[f"{prefix}.{_V}"] = value
+        elif key.endswith((_G, _V)):
+            kinds.add("native")
+            out[key] = value
+        elif leaf == "weight" and value.dim() == 4:
+            kinds.add("plain")
+            out[f"{prefix}.{_V}"] = value
+            out[f"{prefix}.{_G}"] = value.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+        else:
+            return f"unexpected tensor {key}"
+    if len(kinds) != 1:
+        return f"weight-norm forms mixed or absent ({', '.join(sorted(kinds)) or 'none'})"
+    return kinds.pop(), out
+
+
+def detect(sd: Mapping[str, Tensor]) -> Detection:
+    """WDSR-A or WDSR-B (official names, any weight-norm form): the block type from the
+    convs of a block, widths, expansion, low rank, depth and scale from the shapes.
+
+    ``res_scale`` and the colour mean are not in the tensors: the official defaults (1.0,
+    the DIV2K mean) are assumed and noted.
+    """
+    if not all(any(k.startswith(f"{m}.0.") for k in sd) for m in ("head", "tail", "skip")):
+        return None
+    if not any(k.startswith("body.") for k in sd):
+        return None
+    found = _to_weight_norm(sd)
+    if isinstance(found, str):
+        return Miss("wdsr", "?", found)
+    layout, out = found
+    v = {k.removesuffix(f".{_V}"): t for k, t in out.items() if k.endswith(_V)}
+    if (missing := [m for m in ("head.0", "tail.0", "skip.0") if m not in v]) or any(
+        t.dim() != 4 for t in v.values()
+    ):
+        return Miss("wdsr", layout, f"{few(missing) or 'a weight'} missing or not a conv kernel")
+    f, ch = int(v["head.0"].shape[0]), int(v["head.0"].shape[1])
+    scale = shuffle_scale(int(v["tail.0"].shape[0]), 3)
+    if ch != 3 or scale is None or v["skip.0"].shape[:2] != (3 * scale * scale, 3):
+        return Miss("wdsr", layout, f"head {ch} channels / tail and skip fit no RGB scale")
+    blocks = indices(out, r"body\.(\d+)\.body\.")
+    parts = indices(out, r"body\.0\.body\.(\d+)\.") if blocks else []
+    hp: dict[str, object] = {"num_blocks": len(blocks), "num_features": f}
+    wide = int(v["body.0.body.0"].shape[0]) if blocks else 4 * f
+    hp["expansion"] = wide / f
+    if parts == [0, 2, 3]:
+        arch = WDSRB.arch_id
+        rank = int(v["body.0.body.2"].shape[0])
+        hp["low_rank"] = rank / f
+        if int(f * (rank / f)) != rank:
+            return Miss(arch, layout, f"low-rank width {rank} is not int({f} * r) for any r")
+    elif parts in ([0, 2], []):
+        arch = WDSRA.arch_id
+    else:
+        return Miss("wdsr", layout, f"block convs body.0.body.{parts} are neither WDSR-A's nor B's")
+    if int(f * (wide / f)) != wide:
+        return Miss(arch, layout, f"wide width {wide} is not int({f} * e) for any e")
+    return Match(
+        arch,
+        hp,
+        out,
+        layout,
+        scale,
+        notes=("res_scale 1.0 and the DIV2K colour mean assumed (the official defaults)",),
+    )
+
+
+__all__ = ["WDSRA", "WDSRB", "BlockA", "BlockB", "detect", "wdsr_a", "wdsr_b"]

@@ -10,7 +10,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from sisr.evaluate.runner import EvalPair, EvalResult, ModelLike
@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         required=True,
         metavar="NAME_OR_WEIGHTS",
-        help="'bicubic' (MATLAB baseline), a named weights entry or a .safetensors file",
+        help="'bicubic' (MATLAB baseline), a named weights entry, a .safetensors file or a "
+        "foreign checkpoint (.pth / .pt: its architecture is detected)",
     )
     p.add_argument(
         "--data", "-d", nargs="+", required=True, metavar="NAME_OR_DIR", help="benchmark sets"
@@ -68,6 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "stem, with parent folders where stems clash (runs/a/model.safetensors -> a_model)"
         ),
     )
+    from sisr.cli.convert import add_hint_flags
+
+    add_hint_flags(p)
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     p.add_argument(
         "--batch-size", type=int, default=None, help="same-size images per forward pass (1)"
@@ -134,11 +138,18 @@ def image_folders(labels: list[str]) -> list[str]:
 
 
 def _load_models(
-    names: list[str], device: str, scales: list[int] | None = None
-) -> list[tuple[str, ModelLike]]:
+    names: list[str],
+    device: str,
+    scales: list[int] | None = None,
+    hints: dict[str, Any] | None = None,
+) -> list[tuple[str, Any]]:
+    """Each model, loaded; a foreign file asked for several scales is one network per scale
+    (SRCNN / VDSR / FSRCNN files do not store their scale: it comes from --scale). ``hints``
+    (``padding``, ``color_space``) go to the foreign files."""
     from sisr.evaluate.runner import bicubic_scale
 
-    models: list[tuple[str, ModelLike]] = []
+    hints = hints or {}
+    models: list[tuple[str, Any]] = []
     for name in names:
         if bicubic_scale(name) is not False:
             models.append((name, name))
@@ -146,23 +157,23 @@ def _load_models(
         from sisr.hub import load_model
         from sisr.hub.weights import is_sisr_weights
 
-        if Path(name).is_file() and not is_sisr_weights(name) and scales:
-            # A foreign file (.pth): SRCNN / VDSR / FSRCNN files do not store their scale,
-            # so it comes from --scale; with several, the runner loads one per scale.
-            if len(scales) > 1:
-                models.append((name, name))
-                continue
-            models.append((name, load_model(name, device=device, scale=scales[0])))
+        foreign = Path(name).is_file() and not is_sisr_weights(name)
+        kw: dict[str, Any] = hints if foreign else {}  # the flags are for foreign files
+        if foreign and scales:
+            per_scale = {s: load_model(name, device=device, scale=s, **kw) for s in scales}
+            models.append((name, per_scale if len(scales) > 1 else per_scale[scales[0]]))
             continue
-        models.append((name, load_model(name, device=device)))
+        models.append((name, load_model(name, device=device, **kw)))
     return models
 
 
-def _scales_for(model: ModelLike, requested: list[int] | None) -> list[int]:
+def _scales_for(model: ModelLike | dict[int, ModelLike], requested: list[int] | None) -> list[int]:
     from sisr.evaluate.runner import bicubic_scale
 
     if requested:
         return requested
+    if isinstance(model, dict):
+        return sorted(model)
     fixed = bicubic_scale(model)
     if fixed is True:
         return list(DEFAULT_BICUBIC_SCALES)
@@ -172,6 +183,7 @@ def _scales_for(model: ModelLike, requested: list[int] | None) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sisr.cli.convert import hint_kwargs
     from sisr.errors import ConfigError
     from sisr.evaluate.report import format_cell, format_table, write_csv, write_json
     from sisr.evaluate.runner import (
@@ -194,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     if args.save_images is not None:
         _check_writable("--save-images", args.save_images, folder=True)
     device = _device(args.device)
-    models = _load_models(args.model, device, args.scale)
+    models = _load_models(args.model, device, args.scale, hint_kwargs(args))
     plan = [(label, m, _scales_for(m, args.scale)) for label, m in models]
     folders = image_folders([label for label, _, _ in plan])
     results: dict[tuple[int, int, int], EvalResult] = {}
@@ -225,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
                 if args.save_images:
                     save = Path(args.save_images) / folders[mi] / set_name / f"x{scale}"
                 result = evaluate(
-                    model,
+                    model[scale] if isinstance(model, dict) else model,
                     pairs_cache[scale],
                     scale,
                     device=device,

@@ -63,6 +63,9 @@ def register(subparsers: Any) -> None:
             "x8) and resizes to the exact size"
         ),
     )
+    from sisr.cli.convert import add_hint_flags
+
+    add_hint_flags(p)
     p.add_argument(
         "--width", type=int, default=None, metavar="W", help="output width (aspect kept)"
     )
@@ -153,6 +156,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from sisr.cli.convert import hint_kwargs
     from sisr.infer import Upscaler, parse_tile
     from sisr.infer.runner import dist_env, plan_jobs, prepare_outputs, shard
 
@@ -189,10 +193,13 @@ def run(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         batch=args.batch,
     )
+    hints = hint_kwargs(args)
     target = _any_size_target(args)
     if target is not None:
         up = _any_size_upscaler(args, target, device, options)
     elif args.runtime == "onnxruntime":
+        if any(v is not None for v in hints.values()):
+            raise ConfigError("--padding and --color-space load weights: use --runtime torch")
         up = _onnx_upscaler(args, device, options)
     else:
         from sisr.export.graphs import graph_upscaler  # a .pt / .pt2 from `sisr export`
@@ -200,7 +207,17 @@ def run(args: argparse.Namespace) -> int:
         up = graph_upscaler(args.model, scale=args.scale, device=device, **options)
         if up is None:
             up = Upscaler.from_name(
-                args.model, scale=args.scale, device=device, progress=not args.quiet, **options
+                args.model,
+                scale=args.scale,
+                device=device,
+                progress=not args.quiet,
+                **hints,
+                **options,
+            )
+        elif any(v is not None for v in hints.values()):
+            raise ConfigError(
+                f"{args.model}: an exported graph runs as it was exported; --padding and "
+                "--color-space are for weights"
             )
     with _sigterm_as_interrupt():
         return _run_jobs(args, up, jobs, rank, world)
@@ -254,13 +271,17 @@ def _any_size_upscaler(
 ) -> Any:
     from pathlib import Path
 
+    from sisr.cli.convert import hint_kwargs
     from sisr.infer import Upscaler
     from sisr.infer.any_size import AnySize
 
     if args.runtime == "onnxruntime":
         raise ConfigError("--runtime onnxruntime runs the graph's own scale; -s 1.5, --width ...")
+    hints = hint_kwargs(args)
     if Path(args.model).is_file():
-        one = Upscaler.from_name(args.model, device=device, progress=not args.quiet, **options)
+        one = Upscaler.from_name(
+            args.model, device=device, progress=not args.quiet, **hints, **options
+        )
         return AnySize(lambda s: one, [one.scale], target)
     scales = _scales_of(args.model)
     if not scales:
@@ -268,7 +289,7 @@ def _any_size_upscaler(
 
     def get(scale: int) -> Any:
         return Upscaler.from_name(
-            args.model, scale=scale, device=device, progress=not args.quiet, **options
+            args.model, scale=scale, device=device, progress=not args.quiet, **hints, **options
         )
 
     return AnySize(get, scales, target)

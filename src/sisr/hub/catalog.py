@@ -15,7 +15,7 @@ exact path to put the file at by hand; a file placed there is verified like a do
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -44,6 +44,12 @@ class CatalogEntry:
     tags: tuple[str, ...] = ()
     size_hints: tuple[str, ...] = ()
     openmodeldb_id: str = ""
+    # Y-PSNR the authors publish for this file (paper or README), by benchmark set; and
+    # where the facts come from (repository@commit path) when not from OpenModelDB.
+    published_psnr: dict[str, float] = field(default_factory=dict)
+    measured_psnr: dict[str, float] = field(default_factory=dict)  # `sisr eval`, paper protocol
+    source: str = ""
+    note: str = ""
 
     @property
     def filename(self) -> str:
@@ -71,6 +77,10 @@ def _entry(raw: dict[str, Any]) -> CatalogEntry:
         tags=tuple(raw.get("tags") or ()),
         size_hints=tuple(raw.get("size_hints") or ()),
         openmodeldb_id=str(raw.get("openmodeldb_id", "")),
+        published_psnr={str(k): float(v) for k, v in (raw.get("published_psnr") or {}).items()},
+        measured_psnr={str(k): float(v) for k, v in (raw.get("measured_psnr") or {}).items()},
+        source=str(raw.get("source", "")),
+        note=str(raw.get("note", "")),
     )
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from sisr.archs._detect import Hints
 from sisr.archs.base import SRModel
 from sisr.errors import ConfigError, SisrError, WeightsError
 from sisr.hub.load import describe, detect_raw
@@ -340,11 +341,13 @@ def convert_detected(
     *,
     scale: int | None = None,
     dtype: torch.dtype | None = None,
+    hints: Hints | None = None,
 ) -> ConversionResult:
     """Like :func:`convert_checkpoint`, with the architecture detected from the tensors.
 
-    The metadata records the detected key layout, the scale's origin and every
-    hyper-parameter that had to be assumed (``extra.detected``).
+    ``hints`` supply what the tensors cannot tell (padding, colour space). The metadata
+    records the detected key layout, the scale's origin and every hyper-parameter that had
+    to be assumed (``extra.detected``).
     """
     from sisr.hub.download import sha256_file
 
@@ -352,7 +355,7 @@ def convert_detected(
     if src.exists() and Path(dst).exists() and src.samefile(dst):
         raise WeightsError(f"{dst}: is the input checkpoint; choose another output file")
     raw = read_foreign_state_dict(src)
-    found = detect_raw(raw, scale=scale, name=str(src), source=str(src))
+    found = detect_raw(raw, scale=scale, name=str(src), source=str(src), hints=hints)
     if found.match.arch == "spandrel":
         raise WeightsError(
             f"{src}: this is {found.match.hparams['architecture']}, which runs only through "

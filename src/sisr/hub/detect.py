@@ -5,20 +5,22 @@ hyper-parameters from tensor shapes) answers Match / Miss / None; this module ru
 the scale where the tensors do not (the request, else the file name), and, when nothing
 matches, writes the one message that helps: a known foreign architecture and how to run it,
 the closest near miss and what did not fit, or the closest preset by key patterns and tensor
-shapes. The next step is :mod:`sisr.hub.build`.
+shapes. What the tensors cannot tell comes from the user's :class:`~sisr.archs._detect.Hints`
+(``--padding``, ``--color-space``, ``-s``); every message about a missing or misapplied fact
+names the flags and their values. The next step is :mod:`sisr.hub.build`.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from sisr.archs._detect import Match, Miss, few
+from sisr.archs._detect import Match, Miss, assumed_flags, few
 from sisr.errors import WeightsError
 from sisr.hub.foreign import identify
 
@@ -126,10 +128,43 @@ def _closest(sd: Mapping[str, Tensor], misses: list[Miss], *, source: str) -> st
     )
 
 
+def _or_list(items: Sequence[str]) -> str:
+    """``a``, ``a or b``, ``a, b or c``."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
+
+
+def _how_found(match: Match) -> str:
+    return "by its weight shapes" if match.layout == "by-shape" else f"({match.layout} layout)"
+
+
+def assumed_text(match: Match) -> str:
+    """``; assumed (not in the file): padding same (--padding same|valid), ...`` or ``""``."""
+    flags = assumed_flags(match)
+    return f"; assumed (not in the file): {', '.join(flags)}" if flags else ""
+
+
+def hint_error(match: Match, problem: str, *, source: str) -> WeightsError:
+    """A hint the detected network has no use for: what was found, why the hint does not
+    apply, and which flags do apply to it."""
+    flags = assumed_flags(match)
+    takes = f"; flags for this file: {', '.join(flags)}" if flags else ""
+    return WeightsError(
+        f"{source}: detected {match.arch} {_how_found(match)}, but {problem}{takes}"
+    )
+
+
 def resolve_scale(
-    match: Match, requested: int | None, name: str, *, source: str
+    match: Match,
+    requested: int | None,
+    name: str,
+    *,
+    source: str,
+    scales: Sequence[int] = (),
 ) -> tuple[int, str]:
-    """The scale to build: the tensors', else the requested one, else the file name's."""
+    """The scale to build: the tensors', else the requested one, else the file name's.
+
+    ``scales``: the network's supported scales, listed as candidates when none is known.
+    """
     if match.scale is not None:
         if requested is not None and int(requested) != match.scale:
             raise WeightsError(
@@ -142,16 +177,20 @@ def resolve_scale(
     hint = scale_hint(name)
     if hint is not None:
         return hint, "file name"
+    candidates = [f"-s {v}" for v in scales if v > 1] or ["-s N"]
     raise WeightsError(
-        f"{source}: detected {match.arch} ({match.layout} layout), whose scale is not stored in "
-        "its tensors (it works on a bicubic-upsampled input or a deconv stride); pass the "
-        "scale (--scale / -s)"
+        f"{source}: detected {match.arch} {_how_found(match)}, whose scale is not stored in "
+        "its tensors (it works on a bicubic-upsampled input, a deconv stride or one of "
+        f"several upsamplers); pass the scale (--scale / -s): {_or_list(candidates)}"
+        + assumed_text(match)
     )
 
 
 __all__ = [
+    "assumed_text",
     "closest_native",
     "explain_no_match",
+    "hint_error",
     "resolve_scale",
     "run_detectors",
     "scale_hint",

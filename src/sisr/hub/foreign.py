@@ -59,7 +59,6 @@ class Foreign:
 
 # Characteristic keys (all must be present) -> architecture name; checked in order.
 _SIGNATURES: tuple[tuple[str, tuple[str, ...], bool], ...] = (
-    ("IMDN", ("IMDB1.c1.weight", "IMDB1.cca.conv_du.0.weight", "fea_conv.weight"), False),
     (
         "HAT",
         ("relative_position_index_SA", "layers.0.residual_group.blocks.0.conv_block.cab.0.weight"),
@@ -80,7 +79,6 @@ _SIGNATURES: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("DRCT", ("layers.0.swin1.attn.relative_position_index",), True),
     ("OmniSR", ("residual_layer.0.residual_layer.0.layer.0.fn.0.weight", "up.0.weight"), True),
     ("RealPLKSR / PLKSR", ("feats.0.weight", "feats.1.refine.weight"), True),
-    ("SAFMN", ("to_feat.weight", "feats.0.safm.aggr.weight"), True),
     ("RCAN", ("body.0.body.0.body.3.conv_du.0.weight", "tail.1.weight"), True),
     ("DITN", ("sft.weight", "UFONE.0.ITLs.0.attn.temperature"), True),
     ("MoSR", ("gblocks.0.weight", "gblocks.1.fc1.weight"), True),

@@ -11,11 +11,14 @@ only the steps after it:
 4. :mod:`sisr.hub.build`: the network, built and loaded strictly;
 
 and, for an architecture sisr does not implement, the optional spandrel backend
-(:mod:`sisr.hub.foreign`).
+(:mod:`sisr.hub.foreign`). What a file's tensors cannot tell (the scale of a network on a
+bicubic-upsampled input, padded or valid convolutions, the colour space) comes from the
+caller: ``scale`` and :class:`~sisr.archs._detect.Hints` (``padding``, ``color_space``).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +27,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sisr.archs._detect import Match, Miss
+from sisr.archs._detect import Hints, Match, Miss, apply_hints, hint_problem
 from sisr.archs.base import SRModel
 from sisr.errors import WeightsError
 from sisr.hub import foreign, names
 from sisr.hub.build import build_detected, try_build
-from sisr.hub.detect import explain_no_match, resolve_scale, run_detectors
+from sisr.hub.detect import explain_no_match, hint_error, resolve_scale, run_detectors
 from sisr.hub.read import read_foreign_state_dict
 from sisr.hub.unwrap import unwrap_state_dict
 from sisr.hub.weights import is_sisr_weights, load_weights_file
@@ -44,35 +47,66 @@ class Detected:
     scale_from: str  # "tensors", "requested" or "file name"
 
 
-def _detect(sd: Mapping[str, Tensor], *, source: str) -> tuple[Match, SRModel]:
-    """The first match whose network loads the tensors strictly, and that network."""
+class _HintRefused(WeightsError):
+    """The file was recognised, but a hint does not apply to it (no other backend tried)."""
+
+
+def _detect(
+    sd: Mapping[str, Tensor], *, source: str, hints: Hints | None = None
+) -> tuple[Match, SRModel]:
+    """The first match (with the hints applied) whose network loads the tensors strictly,
+    and that network. A hint no match can take is an error naming the flags that apply."""
     matches, misses = run_detectors(sd)
-    for match in matches:
+    refused: list[tuple[Match, str]] = []
+    for found in matches:
+        match = apply_hints(found, hints or Hints())
+        if isinstance(match, str):
+            refused.append((found, match))
+            continue
         built = try_build(match, match.scale or 2)
         if isinstance(built, SRModel):
             return match, built
         misses.insert(0, Miss(match.arch, match.layout, built))
+    if refused:
+        raise _HintRefused(str(hint_error(*refused[0], source=source)))
     raise WeightsError(explain_no_match(sd, misses, source=source))
 
 
-def detect(sd: Mapping[str, Tensor], *, source: str = "checkpoint") -> Match:
+def detect(
+    sd: Mapping[str, Tensor], *, source: str = "checkpoint", hints: Hints | None = None
+) -> Match:
     """The first match whose network loads the tensors strictly (scale-free check)."""
-    return _detect(sd, source=source)[0]
+    return _detect(sd, source=source, hints=hints)[0]
 
 
 def detect_raw(
-    raw: Any, *, scale: int | None = None, name: str = "", source: str = "checkpoint"
+    raw: Any,
+    *,
+    scale: int | None = None,
+    name: str = "",
+    source: str = "checkpoint",
+    hints: Hints | None = None,
 ) -> Detected:
-    """Detect and load the network of an already read checkpoint (any wrapper)."""
+    """Detect and load the network of an already read checkpoint (any wrapper).
+
+    ``scale`` and ``hints`` supply what the tensors cannot tell (see :class:`Hints`).
+    """
     sd = unwrap_state_dict(raw, source=source)
     try:
-        match, built = _detect(sd, source=source)
+        match, built = _detect(sd, source=source, hints=hints)
+    except _HintRefused:
+        raise
     except WeightsError:
         foreign = _via_spandrel(sd, scale, source=source)
         if foreign is None:
             raise
+        if hints:  # spandrel builds the network as it is
+            raise WeightsError(
+                f"{source}: this is {foreign.match.hparams['architecture']}, which runs "
+                f"through spandrel as it is: {hints.flags()} does not apply to it"
+            ) from None
         return foreign
-    chosen, how = resolve_scale(match, scale, name, source=source)
+    chosen, how = resolve_scale(match, scale, name, source=source, scales=built.info().scales)
     if chosen != (match.scale or 2):  # the detection build is at another scale
         built = build_detected(match, chosen, source=source)
     return Detected(built, match, how)
@@ -100,11 +134,16 @@ def _via_spandrel(sd: Mapping[str, Tensor], scale: int | None, *, source: str) -
     return Detected(model, match, "tensors")
 
 
-def load_detected(path: str | Path, *, scale: int | None = None) -> Detected:
-    """Read a foreign weights file (tensors only, no code run) and load its network."""
+def load_detected(
+    path: str | Path, *, scale: int | None = None, hints: Hints | None = None
+) -> Detected:
+    """Read a foreign weights file (tensors only, no code run) and load its network.
+
+    ``scale`` and ``hints`` supply what the tensors cannot tell (see :class:`Hints`).
+    """
     path = Path(path)
     raw = read_foreign_state_dict(path)
-    return detect_raw(raw, scale=scale, name=str(path), source=str(path))
+    return detect_raw(raw, scale=scale, name=str(path), source=str(path), hints=hints)
 
 
 def describe(detected: Detected) -> dict[str, Any]:
@@ -173,9 +212,32 @@ def resolve_weights(name_or_path: str | Path, *, progress: bool = True) -> Path 
     )
 
 
-def _load_foreign(path: Path, scale: int | None) -> SRModel:
+def _load_foreign(path: Path, scale: int | None, hints: Hints) -> SRModel:
     """A .pth / .pt / foreign safetensors file: architecture detected from its tensors."""
-    return load_detected(path, scale=scale).model
+    return load_detected(path, scale=scale, hints=hints).model
+
+
+def _check_stored(model: SRModel, hints: Hints | None, *, source: str) -> None:
+    """Hints given for a network whose file stores those facts: they must agree with it."""
+    if not hints:
+        return
+    hp = dict(model.hparams)
+    if "padding" in inspect.signature(type(model)).parameters:
+        hp.setdefault("padding", "same")  # recorded only when not the default
+    problem = hint_problem(model.arch_id, hp, hints)
+    if problem is None and hints.padding is not None and hp["padding"] != hints.padding:
+        problem = f"--padding {hints.padding} contradicts it (saved with padding {hp['padding']})"
+    stored = hp.get("color_space")
+    if (
+        problem is None
+        and hints.color_space in ("rgb", "ycbcr")
+        and stored not in (None, hints.color_space)
+    ):
+        problem = f"--color-space {hints.color_space} contradicts it (saved for {stored} input)"
+    if problem is not None:
+        raise WeightsError(
+            f"{source}: a {model.arch_id} weights file that stores its settings; {problem}"
+        )
 
 
 def load_model(
@@ -185,6 +247,8 @@ def load_model(
     dtype: torch.dtype | None = None,
     scale: int | None = None,
     progress: bool = True,
+    padding: str | None = None,
+    color_space: str | None = None,
 ) -> SRModel:
     """Load a ready-to-run SR model (eval mode) from a weights file or a name.
 
@@ -195,9 +259,15 @@ def load_model(
 
     Args:
         device, dtype: where and in which float dtype the model ends up.
-        scale: optional expected scale; a file with another scale is an error.
+        scale: optional expected scale; a file with another scale is an error. A foreign
+            file whose tensors do not fix the scale (SRCNN, VDSR, FSRCNN) is built at it.
         progress: show a progress bar when downloading.
+        padding, color_space: what a foreign file's tensors do not tell (see
+            :class:`~sisr.archs._detect.Hints`): ``"same"`` / ``"valid"`` convolutions,
+            ``"rgb"`` / ``"ycbcr"`` / ``"y"`` input; None leaves it to detection. For a sisr
+            weights file, which stores them, they must agree with it.
     """
+    hints = Hints(padding=padding, color_space=color_space)
     path = resolve_weights(name_or_path, progress=progress)
     if path is None:
         from sisr.archs import PRESETS
@@ -213,8 +283,13 @@ def load_model(
                 f"{name_or_path!s}: bicubic needs a scale: use 'bicubic-x4' or pass scale=4"
             )
         model = PRESETS["bicubic"](scale=chosen)
+        _check_stored(model, hints, source=str(name_or_path))
     else:
-        model = load_weights_file(path) if is_sisr_weights(path) else _load_foreign(path, scale)
+        if is_sisr_weights(path):
+            model = load_weights_file(path)
+            _check_stored(model, hints, source=str(path))
+        else:
+            model = _load_foreign(path, scale, hints)
         if scale is not None and int(model.scale) != int(scale):
             raise WeightsError(
                 f"{path}: weights are for x{model.scale}, but x{scale} was requested"
@@ -227,6 +302,7 @@ def load_model(
 
 __all__ = [
     "Detected",
+    "Hints",
     "describe",
     "detect",
     "detect_raw",

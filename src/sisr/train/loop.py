@@ -25,6 +25,7 @@ loss skips the update, ``guard.max_skips`` of them in a row roll back to
 from __future__ import annotations
 
 import contextlib
+import copy
 import fnmatch
 import inspect
 import json
@@ -850,6 +851,7 @@ class Trainer:
     def _export(self, path: Path) -> None:
         from sisr.hub.weights import save_weights
 
+        model, fused = deploy_form(self.eval_model())
         metrics = None
         if self.history:
             last = self.history[-1]
@@ -858,18 +860,36 @@ class Trainer:
                 for name, vals in last["results"].items()
             ]
         save_weights(
-            self.eval_model(),
+            model,
             path,
             recipe=self.recipe.to_dict(),
             iterations=self.iteration,
             metrics=metrics,
             extra={
+                "fused": fused,
                 "ema": self.ema is not None,
                 "best": self.best,
                 "train_seconds": round(self.elapsed(), 1),
                 "budget": self.recipe.budget,
             },
         )
+
+
+def deploy_form(model: nn.Module) -> tuple[nn.Module, bool]:
+    """The network as it should be saved: re-parameterisable blocks (SPAN's Conv3XC, FMEN's
+    RRRB) trained in their multi-branch form are fused into single convolutions in a copy
+    (same function, fewer parameters; ``hparams["deploy"]`` records it). The training
+    copy is untouched, so checkpoints keep the branches to resume from. Returns (network,
+    whether it was fused)."""
+    from sisr.hub.strict import unwrap_model
+
+    net = unwrap_model(model)
+    fuse = getattr(net, "reparameterize", None)
+    if not callable(fuse) or getattr(net, "hparams", {}).get("deploy", True):
+        return net, False
+    fused = copy.deepcopy(net).eval()
+    fused.reparameterize()  # type: ignore[operator]
+    return fused, True
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -881,4 +901,4 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix or "recipe"]
 
 
-__all__ = ["TrainResult", "Trainer", "build_optimizer"]
+__all__ = ["TrainResult", "Trainer", "build_optimizer", "deploy_form"]
