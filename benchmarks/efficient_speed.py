@@ -83,9 +83,10 @@ def main() -> int:
     ups = {}
     for label in MODELS:
         model, source = _load(label, args.scale)
+        params = count_params(model)  # before the Upscaler freezes the parameters
         up = Upscaler(model, device="cpu", precision="fp32", tile=0)
         up(img)  # warm-up (oneDNN primitive creation)
-        ups[label] = (up, source, count_params(model))
+        ups[label] = (up, source, params)
     best = {label: float("inf") for label in MODELS}
     for _ in range(args.rounds):
         for label, (up, _, _) in ups.items():

@@ -10,7 +10,6 @@ takes [0, 1] RGB, like sisr), and reading the output at the 16 flat indices
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -24,44 +23,10 @@ from sisr.errors import ConfigError
 from sisr.hub.build import build_detected
 from sisr.hub.load import detect as detect_file
 from sisr.hub.load import load_detected
+from tests.archs import reference as ref
 
-PEERS = Path(
-    os.environ.get(
-        "SISR_PEERS_WEIGHTS", Path(__file__).resolve().parents[3] / "shared" / "peers" / "weights"
-    )
-)
-TOL = 6e-4 / 255  # 2.4e-6 on the [0, 1] scale
-
-
-def _peer(name: str) -> Path:
-    path = PEERS / name
-    if not path.is_file():
-        pytest.skip(f"{path} not found (the shared peer weights folder is not beside the repo)")
-    return path
-
-
-def _input(dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    return torch.rand(1, 3, 20, 24, generator=torch.Generator().manual_seed(1)).to(dtype)
-
-
-def _check(
-    out: torch.Tensor, shape: tuple[int, ...], mean: float, vals: list[float], tol: float = TOL
-) -> None:
-    assert tuple(out.shape) == shape
-    assert abs(out.mean().item() - mean) <= tol
-    idx = torch.randint(out.numel(), (16,), generator=torch.Generator().manual_seed(2))
-    got = out.flatten()[idx].double()
-    diff = (got - torch.tensor(vals, dtype=torch.float64)).abs().max().item()
-    assert diff <= tol, diff
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+# autouse: the reference numbers were recorded on one CPU thread
+one_thread = ref.one_thread
 
 # ofsoundof/NTIRE2022_ESR@e95ba4a4916bb13d6348f7ee172827e2452e8a31 models/team18_bsrn.py,
 # BSRN(num_in_ch=3, num_feat=48, num_block=5, num_out_ch=3, upscale=4, conv="BSConvU",
@@ -100,7 +65,7 @@ PAPER_SEEDED_X3 = (
 
 
 def test_matches_authors_ntire2022_entry() -> None:
-    found = load_detected(_peer("ntire2022_team18_bsrn.pth"))
+    found = load_detected(ref.peer("ntire2022_team18_bsrn.pth"))
     assert found.match.layout == "ntire2022" and found.model.scale == 4
     assert found.model.hparams == {
         "scale": 4,
@@ -111,25 +76,22 @@ def test_matches_authors_ntire2022_entry() -> None:
         "esa_channels": 12,
     }
     with torch.no_grad():
-        _check(found.model(_input()), *TEAM18)
-        _check(found.model.double()(_input(torch.float64)), *TEAM18_FP64, tol=1e-9)
+        ref.check_flat(found.model(ref.noise_input()), *TEAM18)
+        ref.check_flat(found.model.double()(ref.noise_input(torch.float64)), *TEAM18_FP64, tol=1e-9)
 
 
 def test_matches_authors_paper_model_seeded() -> None:
     with torch.device("meta"):
-        shapes = [(k, tuple(v.shape)) for k, v in build("bsrn", 3).state_dict().items()]
-    g = torch.Generator().manual_seed(0)
-    sd = {
-        k.replace("upsampler.0.", "upsampler.upsampleOneStep.0."): 0.05
-        * torch.randn(shape, generator=g)
-        for k, shape in shapes
-    }
+        ours = build("bsrn", 3).state_dict()
+    sd = ref.seeded(
+        {k.replace("upsampler.0.", "upsampler.upsampleOneStep.0."): v for k, v in ours.items()}
+    )
     match = detect_file(sd)
     assert match.arch == "bsrn" and match.layout == "paper" and match.scale == 3
     assert match.hparams["cca_channels"] == 4
     model = build_detected(match, 3, source="seeded")
     with torch.no_grad():
-        _check(model(_input()), *PAPER_SEEDED_X3)
+        ref.check_flat(model(ref.noise_input()), *PAPER_SEEDED_X3)
 
 
 def _official(model: BSRN) -> dict[str, torch.Tensor]:
@@ -224,30 +186,15 @@ def test_receptive_radius_bounds_influence() -> None:
     """A pixel's value reaches no output farther than the radius (ntire2022: no CCA, whose
     image-wide statistics reach everywhere by design). Weights of std 0.3: with PyTorch's
     default init the ESA path changes outputs by under 1e-6 beyond a few pixels."""
-    model = BSRN(scale=2, feature_channels=16, num_blocks=2, variant="ntire2022").eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.copy_(0.3 * torch.randn(param.shape, generator=g))
+    model = BSRN(scale=2, feature_channels=16, num_blocks=2, variant="ntire2022")
+    model = ref.randomized(model, std=0.3)
     r = model.info().receptive_radius
     n = 2 * r + 9
-    x = torch.rand(1, 3, n, n, generator=torch.Generator().manual_seed(5))
-    worst = 0
-    for p in (n // 2, n // 3):
-        x2 = x.clone()
-        x2[..., p, p] += 0.5
-        with torch.no_grad():
-            diff = (model(x2) - model(x)).abs().amax(dim=(0, 1))
-        lr = torch.nonzero(diff > 1e-6) // 2 - p
-        worst = max(worst, int(lr.abs().max()))
+    worst = ref.influence_reach(model, n, [n // 2, n // 3], scale=2, threshold=1e-6)
     assert r // 2 < worst <= r
 
 
 @pytest.mark.data
 def test_ntire2022_entry_set5(data_root: Path) -> None:
     """sisr's paper protocol on the NTIRE 2022 entry: 32.012 dB (Set5 x4, Y; measured)."""
-    from sisr.evaluate.runner import evaluate
-
-    model = load_detected(_peer("ntire2022_team18_bsrn.pth")).model
-    result = evaluate(model, data_root / "benchmarks" / "Set5", 4, ssim=False)
-    assert abs(result.psnr_y - 32.012) <= 0.02, result.psnr_y
+    ref.check_set5(load_detected(ref.peer("ntire2022_team18_bsrn.pth")).model, data_root, 4, 32.012)

@@ -8,12 +8,11 @@ mode, fp32, one thread (torch 2.13 CPU), on ``x = torch.rand(1, 3, 20, 24, gener
 manual_seed(1))``: RGB in [0, 1], their convention (ToTensor input, mean shift inside), so
 no conversion either way. Recorded: output shape, mean, and the values at 16 flat indices
 ``torch.randint(0, numel, (16,), generator=manual_seed(2))``. The published carn.pth is not
-in the snapshot available here, so CARN uses seeded random weights (``_seeded``).
+in the snapshot available here, so CARN uses seeded random weights (``seeded``).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -25,46 +24,17 @@ from sisr.archs.carn import CARN, detect
 from sisr.archs.complexity import count_params
 from sisr.errors import ConfigError, WeightsError
 from sisr.hub.load import load_detected
+from tests.archs import reference as ref
 
-PEERS = Path(
-    os.environ.get(
-        "SISR_PEERS_WEIGHTS", Path(__file__).resolve().parents[3] / "shared" / "peers" / "weights"
-    )
-)
+# autouse: the reference numbers were recorded on one CPU thread
+one_thread = ref.one_thread
+
 TOL = 2.4e-6  # 6e-4 / 255
 
-
-def _peer(name: str) -> Path:
-    path = PEERS / name
-    if not path.is_file():
-        pytest.skip(f"{path} not found (the shared peer weights folder is not beside the repo)")
-    return path
-
-
-def _input() -> torch.Tensor:
-    return torch.rand(1, 3, 20, 24, generator=torch.Generator().manual_seed(1))
-
-
-def _seeded(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """0.05 * randn (seed 0) for every float tensor, in state-dict order, mean shifts
-    included (parameters in the authors' model). sisr's CARN has the official key names in
-    the official order (checked against carn.Net's state_dict), so this is the dict the
-    reference run generated from the authors' model."""
-    g = torch.Generator().manual_seed(0)
-    return {
-        k: 0.05 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
-        for k, v in model.state_dict().items()
-    }
-
-
-def _check(out: torch.Tensor, shape: tuple[int, ...], mean: float, values: list[float]) -> None:
-    assert tuple(out.shape) == shape
-    assert abs(out.mean().item() - mean) <= TOL
-    idx = torch.randint(0, out.numel(), (16,), generator=torch.Generator().manual_seed(2))
-    got = out.flatten()[idx]
-    diff = (got - torch.tensor(values, dtype=torch.float64)).abs().max().item()
-    assert diff <= TOL, diff
-
+# Seeded weights: ref.seeded() gives every float tensor, mean shifts included (parameters in
+# the authors' model), in state-dict order. sisr's CARN has the official key names in the
+# official order (checked against carn.Net's state_dict), so this is the dict the
+# reference run generated from the authors' model.
 
 # The published carn_m.pth (one multi-scale file), at each of its scales.
 CARN_M_REAL = {
@@ -90,7 +60,7 @@ CARN_M_REAL = {
          0.06168395, 0.78091991],
     ),
 }  # fmt: skip
-# CARN, multi-scale, seeded random weights (_seeded).
+# CARN, multi-scale, seeded random weights (seeded).
 CARN_SEEDED = {
     2: (
         (1, 3, 40, 48),
@@ -116,42 +86,34 @@ CARN_SEEDED = {
 }  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_published_carn_m_matches_the_authors_code(scale: int) -> None:
-    found = load_detected(_peer("carn_m.pth"), scale=scale)
+    found = load_detected(ref.peer("carn_m.pth"), scale=scale)
     assert found.match.arch == "carn" and found.match.layout == "official"
     assert found.match.scale is None and found.scale_from == "requested"
     hp = found.model.hparams
     assert hp["multi_scale"] and hp["efficient"] and hp["shared"] and hp["groups"] == 4
     assert hp["num_features"] == 64 and hp["num_blocks"] == 3 and hp["num_units"] == 3
     with torch.no_grad():
-        _check(found.model(_input()), *CARN_M_REAL[scale])
+        ref.check_flat(found.model(ref.noise_input()), *CARN_M_REAL[scale], tol=TOL)
 
 
 def test_multi_scale_file_needs_a_scale() -> None:
     with pytest.raises(WeightsError, match=r"pass the scale"):
-        load_detected(_peer("carn_m.pth"))
+        load_detected(ref.peer("carn_m.pth"))
     with pytest.raises(WeightsError, match=r"unsupported scale 8; supported: 2, 3, 4"):
-        load_detected(_peer("carn_m.pth"), scale=8)
+        load_detected(ref.peer("carn_m.pth"), scale=8)
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_seeded_carn_matches_the_authors_code(scale: int, tmp_path: Path) -> None:
     path = tmp_path / "carn.pth"
-    torch.save(_seeded(build("carn", 2, multi_scale=True)), path)
+    torch.save(ref.seeded(build("carn", 2, multi_scale=True)), path)
     found = load_detected(path, scale=scale)
     hp = found.model.hparams
     assert hp["multi_scale"] and not hp["efficient"] and not hp["shared"] and hp["groups"] == 1
     with torch.no_grad():
-        _check(found.model(_input()), *CARN_SEEDED[scale])
+        ref.check_flat(found.model(ref.noise_input()), *CARN_SEEDED[scale], tol=TOL)
 
 
 @pytest.mark.parametrize("preset", ["carn", "carn-m"])
@@ -223,8 +185,5 @@ CARN_M_SET5 = {2: 37.6817, 3: 34.0612, 4: 31.8847}
 @pytest.mark.data
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_published_carn_m_set5(scale: int, data_root: Path) -> None:
-    from sisr.evaluate.runner import evaluate
-
-    model = load_detected(_peer("carn_m.pth"), scale=scale).model
-    result = evaluate(model, data_root / "benchmarks" / "Set5", scale, ssim=False)
-    assert abs(result.psnr_y - CARN_M_SET5[scale]) <= 0.02, result.psnr_y
+    model = load_detected(ref.peer("carn_m.pth"), scale=scale).model
+    ref.check_set5(model, data_root, scale, CARN_M_SET5[scale])

@@ -25,10 +25,8 @@ seeded training weights gives tensors within 1.2e-7 of :meth:`FMEN.reparameteriz
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -37,13 +35,10 @@ from sisr.archs._detect import Match, Miss
 from sisr.archs.fmen import FMEN, detect, fuse_rrrb, pad_with
 from sisr.errors import ConfigError
 from sisr.hub.load import load_detected
+from tests.archs import reference as ref
 
-PEERS = Path(
-    os.environ.get(
-        "SISR_PEERS_WEIGHTS", Path(__file__).resolve().parents[3] / "shared" / "peers" / "weights"
-    )
-)
-TOL = 6e-4 / 255
+# autouse: the reference numbers were recorded on one CPU thread
+one_thread = ref.one_thread
 
 SEEDED = {
     False: (  # training form (TRAIN_FMEN)
@@ -92,63 +87,28 @@ FILES = {
 }  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _peer(name: str) -> Path:
-    path = PEERS / name
-    if not path.is_file():
-        pytest.skip(f"{path} not found (the shared peer weights folder is not beside the repo)")
-    return path
-
-
-def seeded(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    out = {}
-    for k, v in model.state_dict().items():
-        if not v.is_floating_point():
-            out[k] = v
-        elif k.endswith("running_var"):
-            out[k] = 1 + 0.05 * torch.randn(v.shape, generator=g)
-        else:
-            out[k] = 0.05 * torch.randn(v.shape, generator=g)
-    return out
-
-
-def _input() -> torch.Tensor:
-    return torch.rand(1, 3, 20, 24, generator=torch.Generator().manual_seed(1))
-
-
 def _assert_reference(y: torch.Tensor, mean: float, values: list[float]) -> None:
-    assert y.shape == (1, 3, 80, 96)
-    idx = torch.randint(0, y.numel(), (16,), generator=torch.Generator().manual_seed(2))
-    np.testing.assert_allclose(y.flatten()[idx].double().numpy(), values, atol=TOL, rtol=0)
-    assert abs(float(y.double().mean()) - mean) <= TOL
+    ref.check_flat(y, (1, 3, 80, 96), mean, values)
 
 
 @pytest.mark.parametrize("deploy", [False, True], ids=["train", "deploy"])
 def test_seeded_weights_match_the_authors_code(deploy: bool) -> None:
     model = PRESETS["fmen"](scale=4, deploy=deploy)
-    model.load_state_dict(seeded(model))
+    model.load_state_dict(ref.seeded(model))
     mean, values = SEEDED[deploy]
     with torch.no_grad():
-        _assert_reference(model.eval()(_input()), mean, values)
+        _assert_reference(model.eval()(ref.noise_input()), mean, values)
 
 
 def test_reparameterize_keeps_the_authors_output() -> None:
     """The fused network still gives TRAIN_FMEN's numbers, and rebuilds from hparams."""
     model = PRESETS["fmen"](scale=4)
-    model.load_state_dict(seeded(model))
+    model.load_state_dict(ref.seeded(model))
     model.eval().reparameterize()
     assert model.hparams["deploy"] is True
     mean, values = SEEDED[False]
     with torch.no_grad():
-        _assert_reference(model(_input()), mean, values)
+        _assert_reference(model(ref.noise_input()), mean, values)
     rebuilt = FMEN(**model.hparams)
     assert list(rebuilt.state_dict()) == list(model.state_dict())
     rebuilt.load_state_dict(model.state_dict(), strict=True)
@@ -202,22 +162,17 @@ def test_training_step_updates_and_batch_norms_learn() -> None:
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_published_files_match_the_authors_code(name: str) -> None:
     layout, mean, values, _ = FILES[name]
-    found = load_detected(_peer(name))
+    found = load_detected(ref.peer(name))
     assert found.match.arch == "fmen" and found.match.layout == layout
     assert found.model.hparams["up_blocks"] == [2, 1, 1, 1, 1]
     with torch.no_grad():
-        _assert_reference(found.model(_input()), mean, values)
+        _assert_reference(found.model(ref.noise_input()), mean, values)
 
 
 @pytest.mark.data
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_published_files_set5_x4(name: str, data_root: Path) -> None:
-    from sisr.evaluate.runner import evaluate
-
-    psnr = FILES[name][3]
-    model = load_detected(_peer(name)).model
-    result = evaluate(model, data_root / "benchmarks" / "Set5", 4, ssim=False)
-    assert abs(result.psnr_y - psnr) <= 0.02, result.psnr_y
+    ref.check_set5(load_detected(ref.peer(name)).model, data_root, 4, FILES[name][3])
 
 
 # ----------------------------------------------------------------------------- detection
@@ -290,10 +245,4 @@ def test_receptive_radius_is_exact() -> None:
     r = model.info().receptive_radius
     assert r == 2 + (2 + 4) + (2 + 0) + (2 + 2) + 2 * 2 + 2
     n = 2 * r + 9
-    x = torch.rand(1, 3, n, n, generator=torch.Generator().manual_seed(5))
-    x2 = x.clone()
-    x2[..., n // 2, n // 2] += 0.5
-    with torch.no_grad():
-        diff = (model.eval()(x2) - model(x)).abs().amax(dim=(0, 1))
-    reach = int((torch.nonzero(diff > 1e-7) // 2 - n // 2).abs().max())
-    assert reach == r
+    assert ref.influence_reach(model.eval(), n, [n // 2], scale=2, threshold=1e-7) == r

@@ -10,7 +10,6 @@ randint(C), randint(H), randint(W)`` (one ``torch.randint(n, (1,), generator=g)`
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -23,40 +22,10 @@ from sisr.archs.complexity import count_params
 from sisr.archs.imdn import IMDN, IMDNRTC, contrast_and_mean
 from sisr.archs.imdn import detect as detect_imdn
 from sisr.hub.load import detect_raw, load_detected
+from tests.archs import reference as ref
 
-PEERS = Path(
-    os.environ.get(
-        "SISR_PEERS_WEIGHTS", Path(__file__).resolve().parents[3] / "shared" / "peers" / "weights"
-    )
-)
-TOL = 6e-4 / 255  # 2.4e-6: well under one 8-bit level
-
-
-def _peer(name: str) -> Path:
-    path = PEERS / name
-    if not path.is_file():
-        pytest.skip(f"{path} not found (the shared peer weights folder is not beside the repo)")
-    return path
-
-
-def _input() -> Tensor:
-    return torch.rand(1, 3, 20, 24, generator=torch.Generator().manual_seed(1))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _check(out: Tensor, shape: tuple[int, ...], mean: float, values: list[tuple]) -> None:
-    assert tuple(out.shape) == shape
-    assert abs(out.mean().item() - mean) <= TOL
-    for c, y, x, v in values:
-        assert abs(out[0, c, y, x].item() - v) <= TOL, (c, y, x, out[0, c, y, x].item(), v)
-
+# autouse: the reference numbers were recorded on one CPU thread
+one_thread = ref.one_thread
 
 # Authors' IMDN(upscale=2) with checkpoints/IMDN_x2.pth (module. prefix stripped as in
 # their utils.load_state_dict); output in [0, 1] units.
@@ -114,16 +83,12 @@ def _rtc_official_keys(blocks: int = 5) -> list[tuple[str, str]]:
 
 
 def _rtc_seeded() -> dict[str, Tensor]:
-    shapes = {k: v.shape for k, v in build("imdn-rtc", 2).state_dict().items()}
-    g = torch.Generator().manual_seed(0)
-    return {
-        official: 0.05 * torch.randn(shapes[ours], generator=g)
-        for official, ours in _rtc_official_keys()
-    }
+    ours = build("imdn-rtc", 2).state_dict()
+    return ref.seeded({official: ours[mine] for official, mine in _rtc_official_keys()})
 
 
 def test_imdn_x2_matches_the_authors_code() -> None:
-    found = load_detected(_peer("imdn_IMDN_x2.pth"))
+    found = load_detected(ref.peer("imdn_IMDN_x2.pth"))
     assert (found.match.arch, found.match.layout, found.scale_from) == ("imdn", "native", "tensors")
     assert found.model.hparams == {
         "scale": 2,
@@ -133,8 +98,8 @@ def test_imdn_x2_matches_the_authors_code() -> None:
         "attention_channels": 4,
     }
     with torch.no_grad():
-        out = found.model(_input())
-    _check(out, (1, 3, 40, 48), IMDN_X2_MEAN, IMDN_X2_VALUES)
+        out = found.model(ref.noise_input())
+    ref.check_at(out, (1, 3, 40, 48), IMDN_X2_MEAN, IMDN_X2_VALUES)
 
 
 def test_imdn_rtc_matches_the_authors_code_in_their_key_names() -> None:
@@ -144,21 +109,13 @@ def test_imdn_rtc_matches_the_authors_code_in_their_key_names() -> None:
     assert (found.match.arch, found.match.layout, found.model.scale) == ("imdn-rtc", "rtc", 2)
     assert isinstance(found.model, IMDNRTC)
     with torch.no_grad():
-        out = found.model(_input())
-    _check(out, (1, 3, 40, 48), RTC_SEEDED_MEAN, RTC_SEEDED_VALUES)
-
-
-def _random(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return model.eval()
+        out = found.model(ref.noise_input())
+    ref.check_at(out, (1, 3, 40, 48), RTC_SEEDED_MEAN, RTC_SEEDED_VALUES)
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4, 8])
 def test_imdn_detection_reads_every_width_from_shapes(scale: int) -> None:
-    model = _random(
+    model = ref.randomized(
         IMDN(scale, num_features=20, num_blocks=3, distilled_channels=6, attention_channels=3)
     )
     found = detect_imdn(model.state_dict())
@@ -172,7 +129,7 @@ def test_imdn_detection_reads_every_width_from_shapes(scale: int) -> None:
 
 
 def test_imdn_rtc_detection_in_both_namings() -> None:
-    model = _random(IMDNRTC(3, num_features=10, num_blocks=2, distilled_channels=4))
+    model = ref.randomized(IMDNRTC(3, num_features=10, num_blocks=2, distilled_channels=4))
     ours = model.state_dict()
     native = detect_imdn(ours)
     assert isinstance(native, Match) and (native.arch, native.layout) == ("imdn-rtc", "native")
@@ -235,22 +192,15 @@ def test_contrast_is_population_std_plus_mean_and_trains_on_flat_maps() -> None:
 def test_rtc_radius_is_exact() -> None:
     """IMDN-RTC is local: influence reaches exactly its radius (1 + 4 per block + 1)."""
     torch.manual_seed(0)
-    model = _random(build("imdn-rtc", 2, num_blocks=2), seed=3)
+    model = ref.randomized(build("imdn-rtc", 2, num_blocks=2), seed=3)
     r = model.info().receptive_radius
     assert r == 1 + 4 * 2 + 1
-    n, p = 2 * r + 9, r + 4
-    x = torch.rand(1, 3, n, n, generator=torch.Generator().manual_seed(5))
-    x2 = x.clone()
-    x2[..., p, p] += 0.5
-    with torch.no_grad():
-        diff = (model(x2) - model(x)).abs().amax(dim=(0, 1))
-    changed = torch.nonzero(diff > 0) // 2 - p
-    assert int(changed.abs().max()) == r
+    assert ref.influence_reach(model, 2 * r + 9, [r + 4], scale=2, threshold=0) == r
 
 
 def test_imdn_conv_radius_and_global_attention() -> None:
     """IMDN's radius covers its convs; CCA's image-wide statistics reach every pixel."""
-    model = _random(build("imdn", 2, num_blocks=1), seed=4)
+    model = ref.randomized(build("imdn", 2, num_blocks=1), seed=4)
     assert model.info().receptive_radius == 1 + 4 + 1 + 1
     x = torch.rand(1, 3, 30, 30, generator=torch.Generator().manual_seed(5))
     x2 = x.clone()
@@ -288,11 +238,7 @@ def test_imdn_x2_set5(data_root: Path) -> None:
     IMDN_x4.pth 32.21 / 28.59 / 27.56 (paper 32.21 / 28.58 / 27.56), model_RTC.pth (x2)
     37.31 / 32.98 / 31.75 (no published figure).
     """
-    from sisr.evaluate.runner import evaluate
-
-    model = load_detected(_peer("imdn_IMDN_x2.pth")).model
-    result = evaluate(model, data_root / "benchmarks" / "Set5", 2, ssim=False)
-    assert abs(result.psnr_y - IMDN_X2_SET5) <= 0.02, result.psnr_y
+    ref.check_set5(load_detected(ref.peer("imdn_IMDN_x2.pth")).model, data_root, 2, IMDN_X2_SET5)
 
 
 IMDN_X2_SET5 = 37.9966  # measured with sisr eval (CPU, fp32)

@@ -10,70 +10,32 @@ values at 16 flat indices ``torch.randint(0, numel, (16,), generator=manual_seed
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
-from torch.nn import functional as F
 
 from sisr.archs import build
 from sisr.archs._detect import Match, Miss
 from sisr.archs.complexity import count_params
 from sisr.archs.pan import PAN, detect
 from sisr.hub.load import load_detected
+from tests.archs import reference as ref
 
-PEERS = Path(
-    os.environ.get(
-        "SISR_PEERS_WEIGHTS", Path(__file__).resolve().parents[3] / "shared" / "peers" / "weights"
-    )
-)
+# autouse: the reference numbers were recorded on one CPU thread
+one_thread = ref.one_thread
+
 TOL = 2.4e-6  # 6e-4 / 255
 
+# The published PAN weights blow up on inputs far from natural-image statistics (features
+# grow ~20x per SCPA block: outputs ~1e19 on ref.noise_input(), in the authors' code as in
+# sisr; also on values outside [0, 1]); on natural images, noisy ones included, they stay
+# O(1). So the published file is checked on ref.smooth_input() (the same generator, smooth).
+# Seeded weights: sisr's PAN has the official key names in the official order (checked
+# against PAN_arch.PAN's state_dict), so ref.seeded() over sisr's state dict is the dict the
+# reference run generated from the authors' model.
 
-def _peer(name: str) -> Path:
-    path = PEERS / name
-    if not path.is_file():
-        pytest.skip(f"{path} not found (the shared peer weights folder is not beside the repo)")
-    return path
-
-
-def _input() -> torch.Tensor:
-    return torch.rand(1, 3, 20, 24, generator=torch.Generator().manual_seed(1))
-
-
-def _smooth_input() -> torch.Tensor:
-    """The published PAN weights blow up on inputs far from natural-image statistics
-    (features grow ~20x per SCPA block: outputs ~1e19 on :func:`_input`, in the authors'
-    code as in sisr; also on values outside [0, 1]); on natural images, noisy ones
-    included, they stay O(1). So the published file is checked on a smooth input from the
-    same generator: ``torch.rand(1, 3, 5, 6, seed 1)`` upsampled to 20x24 by
-    ``F.interpolate(mode="bilinear", align_corners=False)``."""
-    small = torch.rand(1, 3, 5, 6, generator=torch.Generator().manual_seed(1))
-    return F.interpolate(small, size=(20, 24), mode="bilinear", align_corners=False)
-
-
-def _seeded(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """0.05 * randn (seed 0) for every tensor, in state-dict order. sisr's PAN has the
-    official key names in the official order (checked against PAN_arch.PAN's state_dict),
-    so this is the same dict the reference run generated from the authors' model."""
-    g = torch.Generator().manual_seed(0)
-    return {
-        k: 0.05 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
-        for k, v in model.state_dict().items()
-    }
-
-
-def _check(out: torch.Tensor, shape: tuple[int, ...], mean: float, values: list[float]) -> None:
-    assert tuple(out.shape) == shape
-    assert abs(out.mean().item() - mean) <= TOL
-    idx = torch.randint(0, out.numel(), (16,), generator=torch.Generator().manual_seed(2))
-    got = out.flatten()[idx]
-    diff = (got - torch.tensor(values, dtype=torch.float64)).abs().max().item()
-    assert diff <= TOL, diff
-
-
-# The published PANx4_DF2K.pth on _smooth_input().
+# The published PANx4_DF2K.pth on ref.smooth_input().
 X4_REAL = (
     (1, 3, 80, 96),
     0.51358736,
@@ -81,7 +43,7 @@ X4_REAL = (
      0.22897182, 0.86802769, 0.78245342, 0.49954820, 0.28900462, 0.56195539, 0.56003070,
      0.53781879, 0.48535267],
 )  # fmt: skip
-# Seeded random weights (_seeded) on _input(), x2 and x3 (one nearest-interpolation stage).
+# Seeded random weights (seeded) on ref.noise_input(), x2 and x3 (one nearest-interpolation stage).
 SEEDED = {
     2: (
         (1, 3, 40, 48),
@@ -100,16 +62,8 @@ SEEDED = {
 }  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_published_x4_matches_the_authors_code() -> None:
-    found = load_detected(_peer("pan_PANx4_DF2K.pth"))
+    found = load_detected(ref.peer("pan_PANx4_DF2K.pth"))
     assert found.match.arch == "pan" and found.match.layout == "official"
     assert found.scale_from == "tensors" and found.model.scale == 4
     assert found.model.hparams == {
@@ -120,17 +74,17 @@ def test_published_x4_matches_the_authors_code() -> None:
         "branch_features": 20,
     }
     with torch.no_grad():
-        _check(found.model(_smooth_input()), *X4_REAL)
+        ref.check_flat(found.model(ref.smooth_input()), *X4_REAL, tol=TOL)
 
 
 @pytest.mark.parametrize("scale", [2, 3])
 def test_seeded_weights_match_the_authors_code(scale: int, tmp_path: Path) -> None:
     path = tmp_path / "pan.pth"
-    torch.save(_seeded(build("pan", scale)), path)
+    torch.save(ref.seeded(build("pan", scale)), path)
     found = load_detected(path, scale=scale)
     assert found.match.scale is None and found.scale_from == "requested"
     with torch.no_grad():
-        _check(found.model(_input()), *SEEDED[scale])
+        ref.check_flat(found.model(ref.noise_input()), *SEEDED[scale], tol=TOL)
 
 
 def test_detector_reads_every_width_from_the_shapes() -> None:
@@ -172,8 +126,4 @@ def test_scales() -> None:
 @pytest.mark.data
 def test_published_x4_set5(data_root: Path) -> None:
     """Authors' log: Set5 x4 Y-PSNR 32.131 (paper 32.13); sisr's protocol measures 32.1349."""
-    from sisr.evaluate.runner import evaluate
-
-    model = load_detected(_peer("pan_PANx4_DF2K.pth")).model
-    result = evaluate(model, data_root / "benchmarks" / "Set5", 4, ssim=False)
-    assert abs(result.psnr_y - 32.1349) <= 0.02, result.psnr_y
+    ref.check_set5(load_detected(ref.peer("pan_PANx4_DF2K.pth")).model, data_root, 4, 32.1349)

@@ -10,7 +10,6 @@ randint(C), randint(H), randint(W)`` (one ``torch.randint(n, (1,), generator=g)`
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -22,29 +21,10 @@ from sisr.archs.complexity import count_params
 from sisr.archs.rfdn import ESA, ESA_MIN_SIZE, ESA_REACH, RFDN, esa_reach
 from sisr.archs.rfdn import detect as detect_rfdn
 from sisr.hub.load import load_detected
+from tests.archs import reference as ref
 
-PEERS = Path(
-    os.environ.get(
-        "SISR_PEERS_WEIGHTS", Path(__file__).resolve().parents[3] / "shared" / "peers" / "weights"
-    )
-)
-TOL = 6e-4 / 255  # 2.4e-6: well under one 8-bit level
-
-
-def _peer(name: str) -> Path:
-    path = PEERS / name
-    if not path.is_file():
-        pytest.skip(f"{path} not found (the shared peer weights folder is not beside the repo)")
-    return path
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+# autouse: the reference numbers were recorded on one CPU thread
+one_thread = ref.one_thread
 
 RFDN_AIM_MEAN = 0.50692350
 RFDN_AIM_VALUES = [
@@ -68,7 +48,7 @@ RFDN_AIM_VALUES = [
 
 
 def test_rfdn_aim_matches_the_authors_code() -> None:
-    found = load_detected(_peer("njulj_RFDN_AIM.pth"))
+    found = load_detected(ref.peer("njulj_RFDN_AIM.pth"))
     assert (found.match.arch, found.match.layout, found.scale_from) == (
         "rfdn",
         "official",
@@ -82,26 +62,14 @@ def test_rfdn_aim_matches_the_authors_code() -> None:
         "esa_channels": 12,
         "img_range": 255.0,
     }
-    x = torch.rand(1, 3, 20, 24, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        out = found.model(x)
-    assert tuple(out.shape) == (1, 3, 80, 96)
-    assert abs(out.mean().item() - RFDN_AIM_MEAN) <= TOL
-    for c, y, xx, v in RFDN_AIM_VALUES:
-        assert abs(out[0, c, y, xx].item() - v) <= TOL, (c, y, xx, out[0, c, y, xx].item(), v)
-
-
-def _random(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return model.eval()
+        out = found.model(ref.noise_input())
+    ref.check_at(out, (1, 3, 80, 96), RFDN_AIM_MEAN, RFDN_AIM_VALUES)
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4, 8])
 def test_detection_reads_every_width_from_shapes(scale: int) -> None:
-    model = _random(
+    model = ref.randomized(
         RFDN(scale, num_features=16, num_blocks=2, distilled_channels=6, esa_channels=5)
     )
     found = detect_rfdn(model.state_dict())
@@ -138,7 +106,7 @@ def test_esa_reach_constant_holds_for_every_size() -> None:
 def test_esa_reach_bounds_the_real_influence(size: int) -> None:
     """Perturb one input pixel at a time (1-D: a 1-pixel-high row would not pool, so rows
     are full height); no ESA output farther than esa_reach(size) changes."""
-    esa = _random(ESA(4, 3), seed=1)
+    esa = ref.randomized(ESA(4, 3), seed=1)
     x = torch.rand(1, 4, ESA_MIN_SIZE, size, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         base = esa(x)
@@ -159,7 +127,7 @@ def test_radius_counts_esa_per_block() -> None:
 @pytest.mark.parametrize(("h", "w"), [(1, 1), (2, 5), (7, 9), (14, 30), (15, 15)])
 def test_any_input_size_works(h: int, w: int) -> None:
     """The official ESA needs 15 pixels per side; smaller maps are edge-padded inside."""
-    model = _random(build("rfdn", 2, num_features=8, num_blocks=1, distilled_channels=4))
+    model = ref.randomized(build("rfdn", 2, num_features=8, num_blocks=1, distilled_channels=4))
     with torch.no_grad():
         y = model(torch.rand(1, 3, h, w))
     assert y.shape == (1, 3, 2 * h, 2 * w) and torch.isfinite(y).all()
@@ -179,11 +147,7 @@ def test_rfdn_aim_set5(data_root: Path) -> None:
     benchmark figures for this exact model (the paper's RFDN / RFDN-L tables are other
     configurations).
     """
-    from sisr.evaluate.runner import evaluate
-
-    model = load_detected(_peer("njulj_RFDN_AIM.pth")).model
-    result = evaluate(model, data_root / "benchmarks" / "Set5", 4, ssim=False)
-    assert abs(result.psnr_y - RFDN_AIM_SET5) <= 0.02, result.psnr_y
+    ref.check_set5(load_detected(ref.peer("njulj_RFDN_AIM.pth")).model, data_root, 4, RFDN_AIM_SET5)
 
 
 RFDN_AIM_SET5 = 32.1607  # measured with sisr eval (CPU, fp32)

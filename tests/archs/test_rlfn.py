@@ -9,7 +9,6 @@ indices ``torch.randint(numel, (16,), generator=torch.Generator().manual_seed(2)
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -22,42 +21,10 @@ from sisr.archs.rlfn import RLFN, detect
 from sisr.hub.build import build_detected
 from sisr.hub.load import detect as detect_file
 from sisr.hub.load import load_detected
+from tests.archs import reference as ref
 
-PEERS = Path(
-    os.environ.get(
-        "SISR_PEERS_WEIGHTS", Path(__file__).resolve().parents[3] / "shared" / "peers" / "weights"
-    )
-)
-TOL = 6e-4 / 255  # 2.4e-6 on the [0, 1] scale
-
-
-def _peer(name: str) -> Path:
-    path = PEERS / name
-    if not path.is_file():
-        pytest.skip(f"{path} not found (the shared peer weights folder is not beside the repo)")
-    return path
-
-
-def _input() -> torch.Tensor:
-    return torch.rand(1, 3, 20, 24, generator=torch.Generator().manual_seed(1))
-
-
-def _check(out: torch.Tensor, shape: tuple[int, ...], mean: float, vals: list[float]) -> None:
-    assert tuple(out.shape) == shape
-    assert abs(out.mean().item() - mean) <= TOL
-    idx = torch.randint(out.numel(), (16,), generator=torch.Generator().manual_seed(2))
-    got = out.flatten()[idx]
-    diff = (got - torch.tensor(vals)).abs().max().item()
-    assert diff <= TOL, diff
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+# autouse: the reference numbers were recorded on one CPU thread
+one_thread = ref.one_thread
 
 # ofsoundof/NTIRE2022_ESR@e95ba4a4916bb13d6348f7ee172827e2452e8a31 models/team04_rlfn.py,
 # RLFN_cut(in_nc=3, out_nc=3) loaded strictly from model_zoo/team04_rlfn.pth, run on x * 255;
@@ -83,13 +50,8 @@ PAPER_SEEDED_X2 = (
 )  # fmt: skip
 
 
-def _seeded(keys_shapes: list[tuple[str, tuple[int, ...]]]) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    return {k: 0.05 * torch.randn(shape, generator=g) for k, shape in keys_shapes}
-
-
 def test_matches_authors_ntire2022_entry() -> None:
-    found = load_detected(_peer("ntire2022_team04_rlfn.pth"))
+    found = load_detected(ref.peer("ntire2022_team04_rlfn.pth"))
     assert found.match.layout == "ntire2022" and found.model.scale == 4
     assert found.model.hparams == {
         "scale": 4,
@@ -100,17 +62,17 @@ def test_matches_authors_ntire2022_entry() -> None:
         "img_range": 255.0,
     }
     with torch.no_grad():
-        _check(found.model(_input()), *TEAM04)
+        ref.check_flat(found.model(ref.noise_input()), *TEAM04)
 
 
 def test_matches_authors_paper_model_seeded() -> None:
     with torch.device("meta"):
-        shapes = [(k, tuple(v.shape)) for k, v in build("rlfn", 2).state_dict().items()]
-    match = detect_file(_seeded(shapes))
+        shapes = build("rlfn", 2).state_dict()
+    match = detect_file(ref.seeded(shapes))
     assert match.arch == "rlfn" and match.layout == "official" and match.scale == 2
     model = build_detected(match, 2, source="seeded")
     with torch.no_grad():
-        _check(model(_input()), *PAPER_SEEDED_X2)
+        ref.check_flat(model(ref.noise_input()), *PAPER_SEEDED_X2)
 
 
 def _ntire_keys(model: RLFN) -> dict[str, torch.Tensor]:
@@ -185,23 +147,11 @@ def test_receptive_radius_bounds_influence() -> None:
     model = RLFN(scale=2, feature_channels=8, mid_channels=8, num_blocks=2, esa_channels=4).eval()
     r = model.info().receptive_radius
     n = 2 * r + 9
-    x = torch.rand(1, 3, n, n, generator=torch.Generator().manual_seed(5))
-    worst = 0
-    for p in (n // 2, n // 3):
-        x2 = x.clone()
-        x2[..., p, p] += 0.5
-        with torch.no_grad():
-            diff = (model(x2) - model(x)).abs().amax(dim=(0, 1))
-        lr = torch.nonzero(diff > 1e-6) // 2 - p
-        worst = max(worst, int(lr.abs().max()))
+    worst = ref.influence_reach(model, n, [n // 2, n // 3], scale=2, threshold=1e-6)
     assert r // 2 < worst <= r
 
 
 @pytest.mark.data
 def test_ntire2022_entry_set5(data_root: Path) -> None:
     """sisr's paper protocol on the NTIRE 2022 entry: 32.098 dB (Set5 x4, Y; measured)."""
-    from sisr.evaluate.runner import evaluate
-
-    model = load_detected(_peer("ntire2022_team04_rlfn.pth")).model
-    result = evaluate(model, data_root / "benchmarks" / "Set5", 4, ssim=False)
-    assert abs(result.psnr_y - 32.098) <= 0.02, result.psnr_y
+    ref.check_set5(load_detected(ref.peer("ntire2022_team04_rlfn.pth")).model, data_root, 4, 32.098)

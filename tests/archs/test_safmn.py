@@ -27,7 +27,6 @@ the machine that recorded them it matched bitwise.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -40,13 +39,10 @@ from sisr.archs._detect import Match, Miss
 from sisr.archs.safmn import GLOBAL_RADIUS, SAFMN, detect
 from sisr.errors import ConfigError
 from sisr.hub.load import load_detected
+from tests.archs import reference as ref
 
-PEERS = Path(
-    os.environ.get(
-        "SISR_PEERS_WEIGHTS", Path(__file__).resolve().parents[3] / "shared" / "peers" / "weights"
-    )
-)
-TOL = 6e-4 / 255
+# autouse: the reference numbers were recorded on one CPU thread
+one_thread = ref.one_thread
 
 # variant -> (sisr constructor kwargs at x4, reference mean, 16 reference values)
 SEEDED = {
@@ -137,54 +133,21 @@ PLUS_FILES = {
 }  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _peer(name: str) -> Path:
-    path = PEERS / name
-    if not path.is_file():
-        pytest.skip(f"{path} not found (the shared peer weights folder is not beside the repo)")
-    return path
-
-
-def seeded(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    return {k: 0.05 * torch.randn(v.shape, generator=g) for k, v in model.state_dict().items()}
-
-
-def _noise_input() -> torch.Tensor:
-    return torch.rand(1, 3, 20, 24, generator=torch.Generator().manual_seed(1))
-
-
-def _smooth_input() -> torch.Tensor:
-    x = torch.rand(1, 3, 5, 6, generator=torch.Generator().manual_seed(1))
-    return F.interpolate(x, size=(20, 24), mode="bilinear", align_corners=False)
-
-
 def _assert_reference(y: torch.Tensor, mean: float, values: list[float]) -> None:
-    assert y.shape == (1, 3, 80, 96)
-    idx = torch.randint(0, y.numel(), (16,), generator=torch.Generator().manual_seed(2))
-    got = y.flatten()[idx].double()
-    np.testing.assert_allclose(got.numpy(), values, atol=TOL, rtol=0)
-    assert abs(float(y.double().mean()) - mean) <= TOL
+    ref.check_flat(y, (1, 3, 80, 96), mean, values)
 
 
 @pytest.mark.parametrize("variant", sorted(SEEDED))
 def test_seeded_weights_match_the_authors_code(variant: str) -> None:
     kwargs, mean, values = SEEDED[variant]
     model = SAFMN(scale=4, **kwargs)
-    model.load_state_dict(seeded(model))
+    model.load_state_dict(ref.seeded(model))
     with torch.no_grad():
-        _assert_reference(model.eval()(_noise_input()), mean, values)
+        _assert_reference(model.eval()(ref.noise_input()), mean, values)
 
 
 def test_ntire2023_file_matches_the_authors_code() -> None:
-    found = load_detected(_peer(NTIRE23_FILE))
+    found = load_detected(ref.peer(NTIRE23_FILE))
     assert found.match.arch == "safmn" and found.match.layout == "ntire2023"
     assert found.model.hparams == {
         "scale": 4,
@@ -195,26 +158,22 @@ def test_ntire2023_file_matches_the_authors_code() -> None:
         "levels": 4,
     }
     with torch.no_grad():
-        _assert_reference(found.model(_noise_input()), NTIRE23_MEAN, NTIRE23_VALUES)
+        _assert_reference(found.model(ref.noise_input()), NTIRE23_MEAN, NTIRE23_VALUES)
 
 
 @pytest.mark.parametrize("name", sorted(PLUS_FILES))
 def test_safmn_plusplus_files_match_the_authors_code(name: str) -> None:
     variant, mean, values = PLUS_FILES[name]
-    found = load_detected(_peer(name))
+    found = load_detected(ref.peer(name))
     assert found.match.layout == variant and found.model.scale == 4
     with torch.no_grad():
-        _assert_reference(found.model(_smooth_input()), mean, values)
+        _assert_reference(found.model(ref.smooth_input()), mean, values)
 
 
 @pytest.mark.data
 def test_ntire2023_file_set5_x4(data_root: Path) -> None:
     """Measured with sisr's paper protocol (whole images, as the authors evaluate)."""
-    from sisr.evaluate.runner import evaluate
-
-    model = load_detected(_peer(NTIRE23_FILE)).model
-    result = evaluate(model, data_root / "benchmarks" / "Set5", 4, ssim=False)
-    assert abs(result.psnr_y - 32.1675) <= 0.02, result.psnr_y
+    ref.check_set5(load_detected(ref.peer(NTIRE23_FILE)).model, data_root, 4, 32.1675)
 
 
 @pytest.mark.data
@@ -223,11 +182,7 @@ def test_ntire2023_file_set5_x4(data_root: Path) -> None:
     [("safmn_ntire2024_team23_safmnpp.pth", 32.0171), ("safmn_ais2024_light_safmnpp.pth", 30.4228)],
 )
 def test_safmn_plusplus_files_set5_x4(name: str, psnr: float, data_root: Path) -> None:
-    from sisr.evaluate.runner import evaluate
-
-    model = load_detected(_peer(name)).model
-    result = evaluate(model, data_root / "benchmarks" / "Set5", 4, ssim=False)
-    assert abs(result.psnr_y - psnr) <= 0.02, result.psnr_y
+    ref.check_set5(load_detected(ref.peer(name)).model, data_root, 4, psnr)
 
 
 # ----------------------------------------------------------------------------- detection

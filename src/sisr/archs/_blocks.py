@@ -9,8 +9,9 @@
 * Receptive spans for layers the classic helpers do not model (pixel unshuffle) and the
   phase-aware radius needed when a layer's output depends on the LR pixel's position
   modulo some period (pixel unshuffle by 2 makes even and odd LR pixels differ).
-* ESA's size-robust downsampling (:func:`esa_pool`) and its receptive span
-  (:func:`through_esa`), shared by the ESA-based efficient networks (RLFN, BSRN).
+* ESA's frame (:class:`EnhancedSpatialAttention`), its size-robust downsampling
+  (:func:`esa_pool`) and its receptive span (:func:`through_esa`), shared by the
+  ESA-based efficient networks (RFDN, RLFN, BSRN).
 """
 
 from __future__ import annotations
@@ -127,19 +128,25 @@ def phase_radius(walk: Callable[[Span], Span], scale: int, period: int = 1) -> i
 # BSRN use it: a 3x3 stride-2 unpadded conv, a 7x7 stride-3 max pool, convs on the pooled
 # map, bilinear upsampling back to the input size, a 1x1 conv and a sigmoid mask.
 ESA_KERNEL, ESA_POOL, ESA_POOL_STRIDE = 3, 7, 3
+# Smallest side the official ESA runs on: the strided conv must leave the pool's 7 pixels.
+ESA_MIN_SIZE = ESA_KERNEL + 2 * (ESA_POOL - 1)
 
 
-def esa_pool(x: Tensor, strided: Callable[[Tensor], Tensor]) -> Tensor:
+def esa_pool(
+    x: Tensor, strided: Callable[[Tensor], Tensor], replicate_to: int = ESA_KERNEL
+) -> Tensor:
     """ESA's downsampling ``max_pool2d(strided(x), 7, stride=3)``: (N, C, H, W) -> (N, C, P, Q).
 
     ``strided`` is the 3x3 stride-2 unpadded conv. The official code fails on maps under
-    15 pixels; here a map under 3 pixels is edge-padded to 3 before the conv and the pool
-    window is clipped to the map (padding with -inf), so any size runs and maps of 15
-    pixels or more give exactly the official result.
+    15 pixels; here a map under ``replicate_to`` pixels is edge-padded (bottom / right) to
+    that size before the conv, and a strided map under 7 pixels has the pool window
+    clipped to it (padding with -inf), so any size runs and maps of 15 pixels or more
+    give exactly the official result. ``replicate_to`` is 3 (RLFN, BSRN) or
+    :data:`ESA_MIN_SIZE` (RFDN: the pooled branch then sees the padded whole map).
     """
     h, w = x.shape[-2:]
-    if h < ESA_KERNEL or w < ESA_KERNEL:
-        pad = (0, max(0, ESA_KERNEL - w), 0, max(0, ESA_KERNEL - h))
+    if h < replicate_to or w < replicate_to:
+        pad = (0, max(0, replicate_to - w), 0, max(0, replicate_to - h))
         x = nn.functional.pad(x, pad, mode="replicate")
     c = strided(x)
     h, w = c.shape[-2:]
@@ -147,6 +154,33 @@ def esa_pool(x: Tensor, strided: Callable[[Tensor], Tensor]) -> Tensor:
         pad = (0, max(0, ESA_POOL - w), 0, max(0, ESA_POOL - h))
         c = nn.functional.pad(c, pad, value=float("-inf"))
     return nn.functional.max_pool2d(c, ESA_POOL, stride=ESA_POOL_STRIDE)
+
+
+class EnhancedSpatialAttention(nn.Module):
+    """ESA's frame, (N, F, H, W) -> (N, F, H, W), ``c = conv1(x)``:
+    ``x * sigmoid(conv4(up(pooled(esa_pool(c, conv2))) + conv_f(c)))``, ``up`` bilinear
+    back to the input size.
+
+    Subclasses create ``conv1``, ``conv_f``, ``conv2``, ``conv4`` and the convs on the
+    pooled map (in their official order: it is the state dict's) and define
+    :meth:`pooled`; ``replicate_to`` is passed to :func:`esa_pool`.
+    """
+
+    conv1: nn.Module
+    conv_f: nn.Module
+    conv2: nn.Module
+    conv4: nn.Module
+    replicate_to = ESA_KERNEL
+
+    def pooled(self, low: Tensor) -> Tensor:
+        """The convs on the pooled map, (N, E, P, Q) -> (N, E, P, Q)."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        c1 = self.conv1(x)
+        low = self.pooled(esa_pool(c1, self.conv2, self.replicate_to))
+        up = nn.functional.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return x * torch.sigmoid(self.conv4(up + self.conv_f(c1)))
 
 
 def through_esa(span: Span, pooled_convs: int) -> Span:
@@ -167,8 +201,10 @@ def through_esa(span: Span, pooled_convs: int) -> Span:
 __all__ = [
     "DIV2K_RGB_MEAN",
     "ESA_KERNEL",
+    "ESA_MIN_SIZE",
     "ESA_POOL",
     "ESA_POOL_STRIDE",
+    "EnhancedSpatialAttention",
     "MeanShift",
     "esa_pool",
     "phase_radius",

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from sisr.archs._blocks import esa_pool, positive_int, through_esa
+from sisr.archs._blocks import EnhancedSpatialAttention, positive_int, through_esa
 from sisr.archs._common import (
     STANDARD_SCALES,
     check_scale,
@@ -111,7 +111,7 @@ class CCA(nn.Module):
         return x * self.conv_du(contrast(x) + F.adaptive_avg_pool2d(x, 1))
 
 
-class ESA(nn.Module):
+class ESA(EnhancedSpatialAttention):
     """BSRN's enhanced spatial attention, (N, F, H, W) -> (N, F, H, W)."""
 
     def __init__(self, channels: int, esa_channels: int, *, paper: bool) -> None:
@@ -129,12 +129,8 @@ class ESA(nn.Module):
         self.conv3_ = BSConv(e, e, pw_bias=bias)
         self.conv4 = nn.Conv2d(e, channels, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        c1 = self.conv1(x)
-        low = F.gelu(self.conv_max(esa_pool(c1, self.conv2)))
-        low = self.conv3_(F.gelu(self.conv3(low)))
-        up = F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return x * torch.sigmoid(self.conv4(up + self.conv_f(c1)))
+    def pooled(self, low: Tensor) -> Tensor:
+        return self.conv3_(F.gelu(self.conv3(F.gelu(self.conv_max(low)))))
 
 
 class ESDB(nn.Module):

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from sisr.archs._blocks import positive_int
+from sisr.archs._blocks import ESA_MIN_SIZE, EnhancedSpatialAttention, positive_int
 from sisr.archs._common import (
     STANDARD_SCALES,
     check_scale,
@@ -63,9 +63,6 @@ PAPER = (
 )
 SCALES: tuple[int, ...] = STANDARD_SCALES
 NEG_SLOPE = 0.05  # LeakyReLU slope of the official code
-# Smallest side ESA's pooled branch works on: conv2 (3x3, stride 2, no padding) must leave
-# the 7 pixels the 7x7 max pool needs.
-ESA_MIN_SIZE = 15
 # Largest distance (input pixels) between an ESA output pixel and any input pixel it reads,
 # over every size: see esa_reach(); the maximum (40) is reached at 104 pixels.
 ESA_REACH = 40
@@ -92,8 +89,14 @@ def esa_reach(size: int) -> int:
     return int(torch.maximum(x - lo, hi - x).max())
 
 
-class ESA(nn.Module):
-    """Enhanced spatial attention, (N, F, H, W) -> (N, F, H, W); E = ``channels`` inside."""
+class ESA(EnhancedSpatialAttention):
+    """Enhanced spatial attention, (N, F, H, W) -> (N, F, H, W); E = ``channels`` inside.
+
+    On the pooled map: ``conv3_(relu(conv3(relu(conv_max(.)))))``. Maps under
+    :data:`ESA_MIN_SIZE` pixels are edge-padded to it before ``conv2``.
+    """
+
+    replicate_to = ESA_MIN_SIZE
 
     def __init__(self, features: int, channels: int) -> None:
         super().__init__()
@@ -106,19 +109,8 @@ class ESA(nn.Module):
         self.conv3_ = nn.Conv2d(e, e, 3, padding=1)
         self.conv4 = nn.Conv2d(e, features, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h, w = x.shape[-2:]
-        c1_ = self.conv1(x)
-        small = c1_
-        if h < ESA_MIN_SIZE or w < ESA_MIN_SIZE:
-            pad = (0, max(0, ESA_MIN_SIZE - w), 0, max(0, ESA_MIN_SIZE - h))
-            small = F.pad(small, pad, mode="replicate")
-        c1 = self.conv2(small)
-        v = F.max_pool2d(c1, kernel_size=7, stride=3)
-        v = F.relu(self.conv_max(v))
-        c3 = self.conv3_(F.relu(self.conv3(v)))
-        c3 = F.interpolate(c3, (h, w), mode="bilinear", align_corners=False)
-        return x * torch.sigmoid(self.conv4(c3 + self.conv_f(c1_)))
+    def pooled(self, low: Tensor) -> Tensor:
+        return self.conv3_(F.relu(self.conv3(F.relu(self.conv_max(low)))))
 
 
 class RFDB(nn.Module):
@@ -284,4 +276,4 @@ def detect(sd: Mapping[str, Tensor]) -> Detection:
     return Match(arch, hp, dict(sd), layout, scale)
 
 
-__all__ = ["ESA", "ESA_REACH", "RFDB", "RFDN", "detect", "esa_reach", "rfdn"]
+__all__ = ["ESA", "ESA_MIN_SIZE", "ESA_REACH", "RFDB", "RFDN", "detect", "esa_reach", "rfdn"]

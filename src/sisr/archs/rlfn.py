@@ -28,11 +28,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from sisr.archs._blocks import esa_pool, positive_int, through_esa
+from sisr.archs._blocks import EnhancedSpatialAttention, positive_int, through_esa
 from sisr.archs._common import (
     STANDARD_SCALES,
     check_scale,
@@ -56,7 +55,7 @@ SCALES: tuple[int, ...] = STANDARD_SCALES
 NEG_SLOPE = 0.05
 
 
-class ESA(nn.Module):
+class ESA(EnhancedSpatialAttention):
     """RLFN's enhanced spatial attention, (N, F, H, W) -> (N, F, H, W).
 
     ``x * sigmoid(conv4(up(conv3(pool(conv2(c))))) + conv_f(c)))`` with ``c = conv1(x)``.
@@ -71,11 +70,8 @@ class ESA(nn.Module):
         self.conv3 = nn.Conv2d(e, e, 3, padding=1)
         self.conv4 = nn.Conv2d(e, channels, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        c1 = self.conv1(x)
-        low = self.conv3(esa_pool(c1, self.conv2))
-        up = F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return x * torch.sigmoid(self.conv4(up + self.conv_f(c1)))
+    def pooled(self, low: Tensor) -> Tensor:
+        return self.conv3(low)
 
 
 class RLFB(nn.Module):
