@@ -48,7 +48,7 @@ def register(subparsers: Any) -> None:
         help="named weights (see `sisr models`), a published name (`sisr models --catalog`, "
         "downloaded on first use) or a weights file: .safetensors, or a .pth/.pt whose "
         "architecture is detected, or a .pt/.pt2 graph from `sisr export` "
-        "(default: 'default', the built-in SPAN-t, best on clean images; 'photo' (x2) is "
+        "(default: 'default', the built-in SPAN-t, best on clean images; 'photo' (x2, x4) is "
         "SPAN-t trained for JPEGs and phone pictures (blur, noise, compression); 'fast' is "
         "ESPCN)",
     )
